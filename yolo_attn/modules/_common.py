@@ -1,0 +1,51 @@
+"""Small pieces shared by the blocks: argument checks, a batch-norm that tolerates pooled batch-1 input, errors."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class BlockArgumentError(ValueError):
+    """A block was given an argument it cannot work with (the model parser adds the YAML layer index)."""
+
+
+class BlockInputError(ValueError):
+    """A block received tensors whose shapes break its input contract (raised from ``forward``)."""
+
+
+def check_int(block: str, name: str, value, minimum: int = 1) -> int:
+    """Return ``value`` if it is an int >= ``minimum``, else raise a BlockArgumentError naming the block."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise BlockArgumentError(f"{block}: {name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_float(block: str, name: str, value, minimum: float = 0.0, inclusive: bool = False) -> float:
+    """Return ``float(value)`` if it is a real number above ``minimum`` (or equal when ``inclusive``)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or value < minimum or (value == minimum and not inclusive):
+        sign = ">=" if inclusive else ">"
+        raise BlockArgumentError(f"{block}: {name} must be a number {sign} {minimum}, got {value!r}")
+    return float(value)
+
+
+def layer_name(module: nn.Module) -> str:
+    """'layer 12 (AFF)' when the module was built by the YAML parser (it sets ``.i``), else the class name."""
+    i = getattr(module, "i", None)
+    return f"layer {i} ({type(module).__name__})" if i is not None else type(module).__name__
+
+
+class PooledBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d for globally pooled (B, C, 1, 1) maps.
+
+    Batch statistics need more than one value per channel; with a single pooled sample in training (batch 1, which
+    Ultralytics can produce as the last batch of an epoch) it normalises with the running statistics instead of
+    raising, and leaves them unchanged. Otherwise it is plain BatchNorm2d.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.shape[0] * x.shape[2] * x.shape[3] == 1:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        return super().forward(x)

@@ -1,0 +1,185 @@
+"""Channel-preserving attention blocks: Coordinate Attention, SimAM, CBAM, MS-CAM.
+
+Every block maps (B, C, H, W) -> (B, C, H, W); the first constructor argument is the input width ``c1``, which the
+YAML parser fills in from ``from`` (it is never written in the YAML).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ._common import PooledBatchNorm2d, check_float, check_int
+
+__all__ = ("CA", "SimAM", "CBAM", "CBAMChannelAttention", "CBAMSpatialAttention", "MSCAM")
+
+
+class CA(nn.Module):
+    """Coordinate Attention. Hou, Zhou, Feng, "Coordinate Attention for Efficient Mobile Network Design", CVPR 2021.
+
+    Direction-aware pooling keeps position along one axis while squeezing the other:
+        z^h = mean_W(x)  (B, C, H, 1),   z^w = mean_H(x)  (B, C, 1, W)
+        f   = delta(BN(F1([z^h ; z^w])))            F1: 1x1 conv C -> mid, mid = max(min_mid, C // reduction)
+        g^h = sigmoid(F_h(f^h)),  g^w = sigmoid(F_w(f^w))     F_h, F_w: 1x1 conv mid -> C
+        y   = x * g^h * g^w
+    delta is h-swish, as in the paper's implementation.
+
+    Args:
+        c1 (int): Input (= output) channels, filled in by the parser.
+        reduction (int): Channel reduction r (paper: 32).
+        min_mid (int): Lower bound for the hidden width (paper: 8).
+
+    Shapes: x (B, C, H, W) -> (B, C, H, W).
+    """
+
+    def __init__(self, c1: int, reduction: int = 32, min_mid: int = 8):
+        super().__init__()
+        check_int("CA", "reduction", reduction)
+        check_int("CA", "min_mid", min_mid)
+        mid = max(min_mid, c1 // reduction)
+        self.conv1 = nn.Conv2d(c1, mid, 1)
+        self.bn = nn.BatchNorm2d(mid)
+        self.act = nn.Hardswish()
+        self.conv_h = nn.Conv2d(mid, c1, 1)
+        self.conv_w = nn.Conv2d(mid, c1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[2], x.shape[3]
+        zh = x.mean(3, keepdim=True)  # (B, C, H, 1)
+        zw = x.mean(2, keepdim=True).transpose(2, 3)  # (B, C, W, 1)
+        f = self.act(self.bn(self.conv1(torch.cat((zh, zw), 2))))  # (B, mid, H + W, 1)
+        fh, fw = torch.split(f, (h, w), 2)
+        return x * self.conv_h(fh).sigmoid() * self.conv_w(fw.transpose(2, 3)).sigmoid()
+
+
+class SimAM(nn.Module):
+    """SimAM, parameter-free attention. Yang, Zhang, Li, Xie, "SimAM: A Simple, Parameter-Free Attention Module for
+    Convolutional Neural Networks", ICML 2021.
+
+    Each neuron's minimal energy has a closed form; its inverse weights the neuron:
+        d   = (x - mean_HW(x))^2,   n = H*W - 1,   var = sum_HW(d) / n
+        1/e = d / (4 (var + lambda)) + 0.5
+        y   = x * sigmoid(1/e)
+    On a 1x1 map n is taken as 1 (var = 0), giving the constant weight sigmoid(0.5) instead of 0/0.
+
+    Args:
+        c1 (int): Input channels, filled in by the parser (unused: the block has no parameters).
+        e_lambda (float): Regulariser lambda (paper: 1e-4).
+
+    Shapes: x (B, C, H, W) -> (B, C, H, W).
+    """
+
+    def __init__(self, c1: int | None = None, e_lambda: float = 1e-4):
+        super().__init__()
+        self.e_lambda = check_float("SimAM", "e_lambda", e_lambda)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = max(x.shape[2] * x.shape[3] - 1, 1)
+        d = (x - x.mean((2, 3), keepdim=True)).pow(2)
+        e_inv = d / (4 * (d.sum((2, 3), keepdim=True) / n + self.e_lambda)) + 0.5
+        return x * e_inv.sigmoid()
+
+
+class CBAMChannelAttention(nn.Module):
+    """CBAM channel attention: Mc = sigmoid(MLP(AvgPool(x)) + MLP(MaxPool(x))), a shared C -> C/r -> C MLP.
+
+    Returns the attention weights (B, C, 1, 1), not the re-weighted map.
+    """
+
+    def __init__(self, c1: int, reduction: int = 16):
+        super().__init__()
+        check_int("CBAM", "reduction", reduction)
+        hidden = max(c1 // reduction, 1)
+        self.mlp = nn.Sequential(nn.Conv2d(c1, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, c1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.mlp(x.mean((2, 3), keepdim=True)) + self.mlp(x.amax((2, 3), keepdim=True))).sigmoid()
+
+
+class CBAMSpatialAttention(nn.Module):
+    """CBAM spatial attention: Ms = sigmoid(f^{k x k}([mean_C(x) ; max_C(x)])), a 2 -> 1 conv.
+
+    Returns the attention weights (B, 1, H, W).
+    """
+
+    def __init__(self, kernel_size: int = 7):
+        super().__init__()
+        check_int("CBAM", "kernel_size", kernel_size)
+        if kernel_size % 2 == 0:
+            raise ValueError(f"CBAM: kernel_size must be odd to keep H x W, got {kernel_size}")
+        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(torch.cat((x.mean(1, keepdim=True), x.amax(1, keepdim=True)), 1)).sigmoid()
+
+
+class CBAM(nn.Module):
+    """Convolutional Block Attention Module. Woo, Park, Lee, Kweon, "CBAM: Convolutional Block Attention Module",
+    ECCV 2018.
+
+    Channel then spatial attention, applied in sequence (the paper's best arrangement):
+        x' = Mc(x) * x,   y = Ms(x') * x'
+    Mc uses both average- and max-pooled descriptors through one shared MLP with reduction r; Ms convolves the
+    channel-wise average and max maps with a k x k kernel. This differs from ``ultralytics.nn.modules.CBAM``, whose
+    channel branch has no reduction MLP and no max-pool descriptor.
+
+    Args:
+        c1 (int): Input (= output) channels, filled in by the parser.
+        reduction (int): MLP reduction ratio r (paper: 16).
+        kernel_size (int): Spatial attention kernel (paper: 7).
+
+    Shapes: x (B, C, H, W) -> (B, C, H, W).
+    """
+
+    def __init__(self, c1: int, reduction: int = 16, kernel_size: int = 7):
+        super().__init__()
+        self.channel = CBAMChannelAttention(c1, reduction)
+        self.spatial = CBAMSpatialAttention(kernel_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x * self.channel(x)
+        return x * self.spatial(x)
+
+
+class MSCAM(nn.Module):
+    """Multi-Scale Channel Attention Module. Dai, Gieseke, Oehmcke, Wu, Barnard, "Attentional Feature Fusion",
+    WACV 2021.
+
+    A local (per-pixel) and a global (pooled) bottleneck of point-wise convolutions, summed:
+        L(x) = BN(PWConv2(ReLU(BN(PWConv1(x)))))            (B, C, H, W)
+        G(x) = BN(PWConv2'(ReLU(BN(PWConv1'(GAP(x))))))      (B, C, 1, 1)
+        M(x) = sigmoid(L(x) + G(x)),      y = x * M(x)
+    ``weights(x)`` returns M(x); AFF and iAFF use it to mix two inputs.
+
+    Args:
+        c1 (int): Input (= output) channels, filled in by the parser.
+        reduction (int): Bottleneck ratio r (paper's code: 4).
+
+    Shapes: x (B, C, H, W) -> (B, C, H, W).
+    """
+
+    def __init__(self, c1: int, reduction: int = 4):
+        super().__init__()
+        check_int("MSCAM", "reduction", reduction)
+        mid = max(c1 // reduction, 1)
+        self.local_att = nn.Sequential(
+            nn.Conv2d(c1, mid, 1, bias=False),
+            nn.BatchNorm2d(mid),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(mid, c1, 1, bias=False),
+            nn.BatchNorm2d(c1),
+        )
+        self.global_att = nn.Sequential(
+            nn.Conv2d(c1, mid, 1, bias=False),
+            PooledBatchNorm2d(mid),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(mid, c1, 1, bias=False),
+            PooledBatchNorm2d(c1),
+        )
+
+    def weights(self, x: torch.Tensor) -> torch.Tensor:
+        """M(x), (B, C, H, W) in (0, 1)."""
+        return (self.local_att(x) + self.global_att(x.mean((2, 3), keepdim=True))).sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weights(x)

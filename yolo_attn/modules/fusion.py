@@ -1,0 +1,154 @@
+"""Multi-input fusion blocks: ASFF, AFF, iAFF.
+
+Their first constructor argument is the list of input widths, one per entry of the YAML row's ``from`` list; the
+parser fills it in. ``forward`` takes the list of input tensors in the same order.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from ultralytics.nn.modules import Conv
+
+from ._common import BlockArgumentError, BlockInputError, check_int, layer_name
+from .attention import MSCAM
+
+__all__ = ("ASFF", "AFF", "iAFF")
+
+
+class ASFF(nn.Module):
+    """Adaptively Spatial Feature Fusion. Liu, Huang, Wang, "Learning Spatial Fusion for Single-Shot Object
+    Detection", 2019 (arXiv 1911.09516).
+
+    Fuses N pyramid levels into the resolution of one target level l with per-pixel weights:
+        x^{n->l} = resize_n(x^n)                                   to level l's size and width
+        [a^1..a^N] = softmax_over_n(conv1x1(cat_n(conv1x1(x^{n->l}))))   per pixel, sum to 1
+        y^l = Conv3x3( sum_n a^n * x^{n->l} )
+    Resizing as in the paper: a level 2x finer goes through a 3x3 stride-2 conv; 4x (and beyond) through stride-2
+    max-pools then a 3x3 stride-2 conv; a coarser level through a 1x1 conv then nearest interpolation to the exact
+    target size (so odd sizes work). The fused width is level l's own width; activations are the host network's
+    (ultralytics ``Conv``: BN + SiLU) where the paper's YOLOv3 used LeakyReLU.
+
+    Args:
+        c1 (list[int]): Input widths, finest level first (filled in by the parser from ``from``).
+        c2 (int): Output width (scaled like ``Conv``).
+        level (int): Index into ``from`` of the target level whose resolution the output takes.
+        compress (int): Width of each level's weight-feature (paper's code: 16).
+
+    Shapes: xs = [(B, c1[0], H, W), (B, c1[1], ceil(H/2), ceil(W/2)), ...] -> (B, c2, H_l, W_l).
+    """
+
+    def __init__(self, c1: list[int], c2: int, level: int = 0, compress: int = 16):
+        super().__init__()
+        n = len(c1)
+        if n < 2:
+            raise BlockArgumentError(f"ASFF: needs at least 2 pyramid levels in 'from', got {n}")
+        if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level < n:
+            raise BlockArgumentError(f"ASFF: level must be an index into 'from' (0..{n - 1}), got {level!r}")
+        check_int("ASFF", "compress", compress)
+        self.level = level
+        inter = c1[level]
+        self.resize = nn.ModuleList(self._resizer(c, inter, j - level) for j, c in enumerate(c1))
+        self.weight_feats = nn.ModuleList(Conv(inter, compress, 1, 1) for _ in c1)
+        self.weight_levels = nn.Conv2d(compress * n, n, 1)
+        self.expand = Conv(inter, c2, 3, 1)
+
+    @staticmethod
+    def _resizer(c_in: int, c_out: int, steps: int) -> nn.Module:
+        """Map a level ``steps`` octaves away (negative: finer) to the target level's width; resolution is matched
+        by the module for finer levels and by interpolation in ``forward`` for coarser ones."""
+        if steps == 0:
+            return nn.Identity()
+        if steps > 0:
+            return Conv(c_in, c_out, 1, 1)
+        pools = [nn.MaxPool2d(3, 2, 1) for _ in range(-steps - 1)]
+        return nn.Sequential(*pools, Conv(c_in, c_out, 3, 2))
+
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        if len(xs) != len(self.resize):
+            raise BlockInputError(f"{layer_name(self)}: expected {len(self.resize)} inputs, got {len(xs)}")
+        size = xs[self.level].shape[-2:]
+        feats = []
+        for j, (x, resize) in enumerate(zip(xs, self.resize)):
+            y = resize(x)
+            if j > self.level:
+                y = F.interpolate(y, size=size, mode="nearest")
+            elif y.shape[-2:] != size:
+                raise BlockInputError(
+                    f"{layer_name(self)}: input {j} of shape {tuple(x.shape)} does not reduce to the target level's "
+                    f"{tuple(size)}; ASFF inputs must be a pyramid, finest first, each level half the previous size"
+                )
+            feats.append(y)
+        w = self.weight_levels(torch.cat([f(y) for f, y in zip(self.weight_feats, feats)], 1)).softmax(1)
+        fused = feats[0] * w[:, 0:1]
+        for j in range(1, len(feats)):
+            fused = fused + feats[j] * w[:, j : j + 1]
+        return self.expand(fused)
+
+
+class AFF(nn.Module):
+    """Attentional Feature Fusion. Dai, Gieseke, Oehmcke, Wu, Barnard, "Attentional Feature Fusion", WACV 2021.
+
+    Two same-shaped maps X, Y are mixed by MS-CAM weights computed from their sum (the paper's initial integration):
+        M = MSCAM(X + Y),     Z = M * X + (1 - M) * Y
+    The paper fuses maps of equal width. Where the two inputs differ from the output width ``c2`` (a YOLO neck's
+    upsampled and lateral paths usually do), each mismatched input first goes through a 1x1 ``Conv`` to ``c2``.
+
+    Args:
+        c1 (list[int]): The two input widths (filled in by the parser from ``from: [a, b]``).
+        c2 (int | None): Output width, scaled like ``Conv``; None keeps the (equal) input width.
+        reduction (int): MS-CAM bottleneck ratio r (paper's code: 4).
+
+    Shapes: [X (B, c1[0], H, W), Y (B, c1[1], H, W)] -> (B, c2, H, W).
+    """
+
+    n_attention = 1
+
+    def __init__(self, c1: list[int], c2: int | None = None, reduction: int = 4):
+        super().__init__()
+        name = type(self).__name__
+        if len(c1) != 2:
+            raise BlockArgumentError(f"{name}: fuses exactly 2 inputs, got {len(c1)}")
+        if c2 is None:
+            if c1[0] != c1[1]:
+                raise BlockArgumentError(
+                    f"{name}: inputs have {c1[0]} and {c1[1]} channels; give an output width (args [c2]) so that "
+                    "1x1 projections align them, or feed inputs of equal width"
+                )
+            c2 = c1[0]
+        check_int(name, "c2", c2)
+        self.align = nn.ModuleList(nn.Identity() if c == c2 else Conv(c, c2, 1, 1) for c in c1)
+        self.attention = nn.ModuleList(MSCAM(c2, reduction) for _ in range(self.n_attention))
+
+    def _inputs(self, xs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        if len(xs) != 2:
+            raise BlockInputError(f"{layer_name(self)}: expected 2 inputs, got {len(xs)}")
+        if xs[0].shape[-2:] != xs[1].shape[-2:]:
+            raise BlockInputError(
+                f"{layer_name(self)}: inputs must have the same H x W, got {tuple(xs[0].shape)} and "
+                f"{tuple(xs[1].shape)} (upsample or downsample one of them first)"
+            )
+        return self.align[0](xs[0]), self.align[1](xs[1])
+
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        x, y = self._inputs(xs)
+        m = self.attention[0].weights(x + y)
+        return y + m * (x - y)  # = m * x + (1 - m) * y
+
+
+class iAFF(AFF):
+    """Iterative Attentional Feature Fusion. Dai et al., "Attentional Feature Fusion", WACV 2021.
+
+    The initial integration is itself an AFF, then a second MS-CAM mixes the inputs again:
+        M1 = MSCAM_1(X + Y),   S = M1 * X + (1 - M1) * Y,   M2 = MSCAM_2(S),   Z = M2 * X + (1 - M2) * Y
+    Arguments, width alignment and shapes are those of ``AFF``.
+    """
+
+    n_attention = 2
+
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        x, y = self._inputs(xs)
+        diff = x - y
+        s = y + self.attention[0].weights(x + y) * diff
+        return y + self.attention[1].weights(s) * diff

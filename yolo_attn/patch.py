@@ -1,0 +1,359 @@
+"""Every contact between yolo_attn and Ultralytics internals, in one place.
+
+``activate()`` makes three changes to ``ultralytics.nn.tasks``, each marked with ``__yolo_attn_patched__`` and
+keeping the original in ``__wrapped__``:
+
+1. ``parse_model`` is recompiled from its own source with three small AST edits inside its layer loop:
+   - the name lookup ``globals()[m]`` resolves yolo_attn's block names (and raises a clear error with close
+     matches for unknown names instead of a bare ``KeyError``);
+   - in front of the ``if m in base_modules`` chain, a dispatch applies the block's channel rule
+     (``yolo_attn.registry``) for yolo_attn blocks; every other module takes Ultralytics' own path unchanged;
+   - the module construction ``m_ = ...`` reports a failure of one of our blocks with the YAML layer index.
+   Ultralytics' ``base_modules`` sets are built inside the function, so this is the only way to give blocks their
+   own channel rules. Before recompiling, the current function is compared with the file's source: if another
+   add-on has replaced it, activation stops with an error instead of silently undoing that add-on's change.
+2. ``check_yaml`` (as called by ``yaml_model_load``) also finds the ready configs shipped in yolo_attn, by bare file
+   name, after files that exist as given. It wraps whatever ``check_yaml`` was there, so it composes.
+3. yolo_attn's classes are added to torch's safe globals so ``ULTRALYTICS_SAFE_LOAD=1`` loads our checkpoints.
+
+If a hook point is missing, ``UltralyticsHookError`` names the installed Ultralytics version and the supported
+range. Set ``YOLO_ATTN_DISABLE=1`` to stop the automatic activation at start-up (see ``_yolo_attn_hook``).
+"""
+
+from __future__ import annotations
+
+import __future__
+import ast
+import inspect
+import os
+import sys
+import threading
+from pathlib import Path
+
+import torch
+
+SUPPORTED = ">=8.4,<8.5"
+MARK = "__yolo_attn_patched__"
+MODEL_YAMLS = Path(__file__).with_name("model_yamls")
+if not MODEL_YAMLS.is_dir():  # running from a source checkout: configs sit at the top of the repository
+    MODEL_YAMLS = Path(__file__).resolve().parents[1] / "model_yamls"
+
+_lock = threading.Lock()
+_active = False
+
+
+class UltralyticsHookError(RuntimeError):
+    """The installed Ultralytics lacks a hook point yolo_attn needs, or another add-on changed it first."""
+
+
+def _ultralytics_version() -> str:
+    from ultralytics import __version__
+
+    return __version__
+
+
+def _hook_error(what: str) -> UltralyticsHookError:
+    return UltralyticsHookError(
+        f"yolo_attn cannot hook into Ultralytics {_ultralytics_version()}: {what}. yolo_attn supports "
+        f"ultralytics{SUPPORTED}; install one (pip install 'ultralytics{SUPPORTED}'), or set YOLO_ATTN_DISABLE=1 "
+        "to start Ultralytics without yolo_attn."
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# What the patched parse_model calls
+# ----------------------------------------------------------------------------------------------------------------
+class ParserHooks:
+    """The three calls the patched ``parse_model`` makes into yolo_attn (bound into it as ``_yolo_attn``)."""
+
+    def __init__(self):
+        from . import registry
+
+        self.registry = registry
+        self.by_class = {spec.cls: spec for spec in registry.BLOCKS.values()}
+
+    def lookup(self, name: str, module_globals: dict, index: int):
+        """Resolve a YAML module name that is neither ``nn.X`` nor ``torchvision.ops.X``."""
+        spec = self.registry.get(name)
+        if spec is not None:
+            return spec.cls
+        if name in module_globals:
+            return module_globals[name]
+        known = list(self.registry.BLOCKS) + [
+            k for k, v in module_globals.items() if isinstance(v, type) and issubclass(v, torch.nn.Module)
+        ]
+        close = self.registry.suggest(name, known)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise UnknownBlockError(
+            index,
+            name,
+            f"unknown module name. {hint}yolo_attn blocks: {', '.join(self.registry.BLOCKS)}; "
+            "Ultralytics modules are named as in its own YAMLs, torch ones as nn.Name.",
+        )
+
+    def handles(self, m) -> bool:
+        return m in self.by_class
+
+    def parse(self, i, f, n, m, args, ch, width, max_channels):
+        """Apply the block's channel rule: returns (c2, constructor args, repeats)."""
+        spec = self.by_class[m]
+        layer = self.registry.Layer(i, f, n, spec.name, list(args), ch, width, max_channels)
+        for x in [f] if isinstance(f, int) else f if isinstance(f, (list, tuple)) else []:
+            if isinstance(x, int) and not -len(ch) <= x < len(ch):  # len(ch) == i: only earlier layers
+                raise layer.error(f"'from' index {x} does not name an earlier layer (valid: -1 or 0..{i - 1})")
+        return spec.build_args(layer)
+
+    def build_failed(self, i, m, args, exc: Exception) -> None:
+        """Re-raise a failed construction of one of our blocks as a LayerError; other modules' errors pass."""
+        spec = self.by_class.get(m)
+        if spec is None or isinstance(exc, self.registry.LayerError):
+            return
+        msg = str(exc)
+        prefix = f"{spec.name}: "
+        msg = msg[len(prefix) :] if msg.startswith(prefix) else f"could not be built from args {args}: {msg}"
+        raise self.registry.LayerError(i, spec.name, msg) from exc
+
+
+def _unknown_block_error():
+    from .registry import LayerError
+
+    class UnknownBlockError(LayerError, KeyError):
+        """Unknown YAML module name (also a KeyError, which is what Ultralytics raised before)."""
+
+        __str__ = ValueError.__str__
+
+    UnknownBlockError.__module__ = __name__
+    return UnknownBlockError
+
+
+UnknownBlockError = _unknown_block_error()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# parse_model
+# ----------------------------------------------------------------------------------------------------------------
+def _is_name(node, name: str) -> bool:
+    return isinstance(node, ast.Name) and node.id == name
+
+
+def _layer_loop(fdef: ast.FunctionDef) -> ast.For:
+    """The ``for i, (f, n, m, args) in enumerate(...)`` loop over YAML rows."""
+    for node in ast.walk(fdef):
+        if isinstance(node, ast.For) and isinstance(node.target, ast.Tuple) and len(node.target.elts) == 2:
+            first, rest = node.target.elts
+            if _is_name(first, "i") and isinstance(rest, ast.Tuple):
+                if [getattr(e, "id", None) for e in rest.elts] == ["f", "n", "m", "args"]:
+                    return node
+    raise _hook_error("parse_model has no 'for i, (f, n, m, args) in ...' layer loop")
+
+
+class _PatchParseModel(ast.NodeTransformer):
+    """The three edits inside the layer loop; each counts its matches so a missing hook point is detected."""
+
+    def __init__(self):
+        self.found = {"lookup": 0, "dispatch": 0, "build": 0}
+
+    def visit_Subscript(self, node):  # globals()[m]  ->  _yolo_attn.lookup(m, globals(), i)
+        self.generic_visit(node)
+        if isinstance(node.value, ast.Call) and _is_name(node.value.func, "globals") and _is_name(node.slice, "m"):
+            self.found["lookup"] += 1
+            return _located(ast.parse("_yolo_attn.lookup(m, globals(), i)", mode="eval").body, node)
+        return node
+
+    def visit_If(self, node):  # if m in base_modules: ...  ->  if ours: <rule> else: <Ultralytics' chain>
+        self.generic_visit(node)
+        t = node.test
+        if (
+            isinstance(t, ast.Compare)
+            and _is_name(t.left, "m")
+            and len(t.ops) == 1
+            and isinstance(t.ops[0], ast.In)
+            and _is_name(t.comparators[0], "base_modules")
+        ):
+            self.found["dispatch"] += 1
+            new = ast.parse(
+                "if _yolo_attn.handles(m):\n"
+                "    c2, args, n = _yolo_attn.parse(i, f, n, m, args, ch, width, max_channels)\n"
+                "else:\n"
+                "    pass\n"
+            ).body[0]
+            new.orelse = [node]
+            return _located(new, node)
+        return node
+
+    def visit_Assign(self, node):  # m_ = ...  ->  try: m_ = ... except Exception as e: report ours; raise
+        self.generic_visit(node)
+        if len(node.targets) == 1 and _is_name(node.targets[0], "m_"):
+            self.found["build"] += 1
+            new = ast.parse(
+                "try:\n"
+                "    pass\n"
+                "except Exception as _yolo_attn_error:\n"
+                "    _yolo_attn.build_failed(i, m, args, _yolo_attn_error)\n"
+                "    raise\n"
+            ).body[0]
+            new.body = [node]
+            return _located(new, node)
+        return node
+
+
+def _located(new: ast.AST, old: ast.AST) -> ast.AST:
+    """Give the template nodes of ``new`` the position of the node they replace (tracebacks point at the file)."""
+    kept = {id(n) for n in ast.walk(old)}
+    for n in ast.walk(new):
+        if id(n) not in kept and "lineno" in n._attributes:
+            ast.copy_location(n, old)
+    return new
+
+
+def _future_flags(fn) -> int:
+    """The ``from __future__`` compiler flags ``fn`` was compiled with (tasks.py uses ``annotations``)."""
+    return fn.__code__.co_flags & sum(getattr(__future__, f).compiler_flag for f in __future__.all_feature_names)
+
+
+def _patch_parse_model(tasks) -> None:
+    current = getattr(tasks, "parse_model", None)
+    if current is None or not inspect.isfunction(current):
+        raise _hook_error("ultralytics.nn.tasks.parse_model is missing")
+    if getattr(current, MARK, False):
+        return
+    filename = current.__code__.co_filename
+    try:
+        source = Path(tasks.__file__).read_text(encoding="utf-8")
+    except OSError as e:
+        raise _hook_error(f"the source of ultralytics.nn.tasks cannot be read ({e})") from e
+    # Is the function still the one in the file? Compiling the whole file reproduces its bytecode exactly.
+    compiled = compile(source, tasks.__file__, "exec", dont_inherit=True)
+    original = next((c for c in compiled.co_consts if inspect.iscode(c) and c.co_name == "parse_model"), None)
+    if original is None:
+        raise _hook_error("ultralytics/nn/tasks.py defines no top-level parse_model")
+    if filename != tasks.__file__ or original.co_code != current.__code__.co_code:
+        raise UltralyticsHookError(
+            "ultralytics.nn.tasks.parse_model has been replaced by something else (another add-on?): yolo_attn "
+            "recompiles that function from Ultralytics' source and would silently undo the other change. "
+            "Start without one of the two (YOLO_ATTN_DISABLE=1 switches yolo_attn's automatic activation off)."
+        )
+
+    fdef = next(n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef) and n.name == "parse_model")
+    assigned = {n.id for n in ast.walk(fdef) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    missing = {"ch", "width", "max_channels", "c2"} - assigned
+    if missing:
+        raise _hook_error(f"parse_model no longer defines {sorted(missing)}")
+    loop = _layer_loop(fdef)
+    patcher = _PatchParseModel()
+    loop.body = [patcher.visit(stmt) for stmt in loop.body]
+    absent = [k for k, v in patcher.found.items() if v != 1]
+    if absent:
+        raise _hook_error(f"parse_model's layer loop changed shape (hook points not found once: {absent})")
+
+    # Wrap in a factory so the hooks object is a closure variable: nothing is added to the tasks module namespace.
+    factory = ast.parse("def _yolo_attn_factory(_yolo_attn):\n    pass\n").body[0]
+    factory.body = [fdef, ast.Return(value=ast.Name(id="parse_model", ctx=ast.Load()))]
+    module = ast.Module(body=[factory], type_ignores=[])
+    ast.fix_missing_locations(module)
+    namespace: dict = {}
+    code = compile(module, filename, "exec", flags=_future_flags(current), dont_inherit=True)
+    exec(code, tasks.__dict__, namespace)
+    patched = namespace["_yolo_attn_factory"](ParserHooks())
+    patched.__doc__ = current.__doc__
+    patched.__wrapped__ = current
+    setattr(patched, MARK, True)
+
+    tasks.parse_model = patched
+    nn_pkg = sys.modules.get("ultralytics.nn")  # re-exports parse_model (only once its own import has finished)
+    if nn_pkg is not None and getattr(nn_pkg, "parse_model", None) is current:
+        nn_pkg.parse_model = patched
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# YAML lookup
+# ----------------------------------------------------------------------------------------------------------------
+def find_config(file) -> str | None:
+    """Path of a shipped ready config for a bare file name (``yolov8-ca.yaml``), unless ``file`` exists as given."""
+    s = str(file)
+    if not s or os.path.exists(s) or os.path.basename(s) != s:
+        return None
+    path = MODEL_YAMLS / s
+    return str(path) if path.is_file() else None
+
+
+def _patch_check_yaml(tasks) -> None:
+    current = getattr(tasks, "check_yaml", None)
+    loader = getattr(tasks, "yaml_model_load", None)
+    if current is None or loader is None or "check_yaml" not in loader.__code__.co_names:
+        raise _hook_error("ultralytics.nn.tasks.yaml_model_load no longer calls check_yaml")
+    if getattr(current, MARK, False):
+        return
+
+    def check_yaml(file, suffix=(".yaml", ".yml"), hard=True):
+        """Ultralytics' check_yaml, also finding yolo_attn's ready configs by bare name."""
+        return find_config(file) or current(file, suffix=suffix, hard=hard)
+
+    check_yaml.__wrapped__ = current
+    setattr(check_yaml, MARK, True)
+    tasks.check_yaml = check_yaml
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checkpoints
+# ----------------------------------------------------------------------------------------------------------------
+def checkpoint_classes() -> list[type]:
+    """Every class a yolo_attn checkpoint can reference: all nn.Module classes defined in yolo_attn.modules."""
+    from . import modules
+
+    found = []
+    for mod in (modules.attention, modules.fusion, modules.conv, modules._common):
+        for obj in vars(mod).values():
+            if isinstance(obj, type) and issubclass(obj, torch.nn.Module) and obj.__module__ == mod.__name__:
+                found.append(obj)
+    return found
+
+
+def _register_safe_globals() -> None:
+    add = getattr(torch.serialization, "add_safe_globals", None)
+    if add is not None:  # torch < 2.4 has no weights_only allow-list; Ultralytics then loads normally
+        add(checkpoint_classes())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+def activate() -> None:
+    """Hook yolo_attn into Ultralytics (idempotent, thread-safe)."""
+    global _active
+    if _active:
+        return
+    with _lock:
+        if _active:
+            return
+        try:
+            import ultralytics.nn.tasks as tasks
+        except ImportError as e:
+            raise UltralyticsHookError(f"yolo_attn needs ultralytics{SUPPORTED}: {e}") from e
+        _patch_parse_model(tasks)
+        _patch_check_yaml(tasks)
+        _register_safe_globals()
+        _active = True
+
+
+def is_active() -> bool:
+    """Whether yolo_attn's hooks are in place in this process."""
+    try:
+        import ultralytics.nn.tasks as tasks
+    except ImportError:
+        return False
+    return bool(getattr(tasks.parse_model, MARK, False) and getattr(tasks.check_yaml, MARK, False))
+
+
+def deactivate() -> None:
+    """Restore Ultralytics' own functions (for comparisons with plain Ultralytics in one process)."""
+    global _active
+    with _lock:
+        import ultralytics.nn.tasks as tasks
+
+        for name in ("parse_model", "check_yaml"):
+            fn = getattr(tasks, name)
+            if getattr(fn, MARK, False):
+                setattr(tasks, name, fn.__wrapped__)
+                nn_pkg = sys.modules.get("ultralytics.nn")
+                if name == "parse_model" and nn_pkg is not None and getattr(nn_pkg, name, None) is fn:
+                    nn_pkg.parse_model = fn.__wrapped__
+        _active = False
