@@ -72,12 +72,19 @@ class ASFF(nn.Module):
         feats = []
         for j, (x, resize) in enumerate(zip(xs, self.resize)):
             y = resize(x)
-            if j > self.level:
+            if j > self.level:  # coarser: must be the target halved (j - level) times (ceil), then upsampled
+                h, w = size
+                for _ in range(j - self.level):
+                    h, w = (h + 1) // 2, (w + 1) // 2
+                ok = tuple(x.shape[-2:]) == (h, w)
                 y = F.interpolate(y, size=size, mode="nearest")
-            elif y.shape[-2:] != size:
+            else:
+                ok = y.shape[-2:] == size
+            if not ok:
                 raise BlockInputError(
-                    f"{layer_name(self)}: input {j} of shape {tuple(x.shape)} does not reduce to the target level's "
-                    f"{tuple(size)}; ASFF inputs must be a pyramid, finest first, each level half the previous size"
+                    f"{layer_name(self)}: input {j} has shape {tuple(x.shape)}, which does not fit target level "
+                    f"{self.level} of size {tuple(size)}; ASFF inputs must be a pyramid, finest first, each level "
+                    "half the size of the previous one"
                 )
             feats.append(y)
         w = self.weight_levels(torch.cat([f(y) for f, y in zip(self.weight_feats, feats)], 1)).softmax(1)

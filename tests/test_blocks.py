@@ -1,0 +1,330 @@
+"""Every block: forward + backward, shape contract, batch 1, odd sizes, 1x1 maps, bf16; and checks of each paper's
+equations written independently of the implementation (other primitives, properties the equations imply)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from yolo_attn.modules import AFF, ASFF, CA, CBAM, DCN, MSCAM, SPD, C2f_DCN, SimAM, SPDConv, iAFF
+from yolo_attn.modules.conv import space_to_depth
+
+torch.manual_seed(0)
+
+
+def up(n, k=1):
+    """Size after k stride-2 steps with padding (ceil), as in a YOLO pyramid."""
+    for _ in range(k):
+        n = math.ceil(n / 2)
+    return n
+
+
+# name -> (factory, inputs(B, H, W) -> input, expected output shape(B, H, W))
+CASES = {
+    "CA": (lambda: CA(32), lambda b, h, w: torch.randn(b, 32, h, w), lambda b, h, w: (b, 32, h, w)),
+    "SimAM": (lambda: SimAM(32), lambda b, h, w: torch.randn(b, 32, h, w), lambda b, h, w: (b, 32, h, w)),
+    "CBAM": (lambda: CBAM(32), lambda b, h, w: torch.randn(b, 32, h, w), lambda b, h, w: (b, 32, h, w)),
+    "MSCAM": (lambda: MSCAM(32), lambda b, h, w: torch.randn(b, 32, h, w), lambda b, h, w: (b, 32, h, w)),
+    "SPD": (lambda: SPD(16), lambda b, h, w: torch.randn(b, 16, h, w), lambda b, h, w: (b, 64, up(h), up(w))),
+    "SPDConv": (
+        lambda: SPDConv(16, 24, 3, 2),
+        lambda b, h, w: torch.randn(b, 16, h, w),
+        lambda b, h, w: (b, 24, up(h), up(w)),
+    ),
+    "DCN": (lambda: DCN(16, 24, 3, 1), lambda b, h, w: torch.randn(b, 16, h, w), lambda b, h, w: (b, 24, h, w)),
+    "DCN-s2": (
+        lambda: DCN(16, 24, 3, 2),
+        lambda b, h, w: torch.randn(b, 16, h, w),
+        lambda b, h, w: (b, 24, up(h), up(w)),
+    ),
+    "C2f_DCN": (
+        lambda: C2f_DCN(16, 24, 2, True),
+        lambda b, h, w: torch.randn(b, 16, h, w),
+        lambda b, h, w: (b, 24, h, w),
+    ),
+    "AFF": (
+        lambda: AFF([16, 24], 24),
+        lambda b, h, w: [torch.randn(b, 16, h, w), torch.randn(b, 24, h, w)],
+        lambda b, h, w: (b, 24, h, w),
+    ),
+    "AFF-equal": (
+        lambda: AFF([24, 24]),
+        lambda b, h, w: [torch.randn(b, 24, h, w), torch.randn(b, 24, h, w)],
+        lambda b, h, w: (b, 24, h, w),
+    ),
+    "iAFF": (
+        lambda: iAFF([16, 24], 24),
+        lambda b, h, w: [torch.randn(b, 16, h, w), torch.randn(b, 24, h, w)],
+        lambda b, h, w: (b, 24, h, w),
+    ),
+}
+for _level in range(3):
+    CASES[f"ASFF-level{_level}"] = (
+        lambda lv=_level: ASFF([16, 32, 64], 24, lv),
+        lambda b, h, w: [torch.randn(b, c, up(h, k), up(w, k)) for k, c in enumerate((16, 32, 64))],
+        lambda b, h, w, lv=_level: (b, 24, up(h, lv), up(w, lv)),
+    )
+
+SIZES = {"batch2": (2, 16, 12), "batch1": (1, 16, 12), "odd": (2, 13, 9), "tiny": (2, 4, 4)}
+
+
+def _as_list(x):
+    return x if isinstance(x, list) else [x]
+
+
+@pytest.mark.parametrize("size", SIZES, ids=list(SIZES))
+@pytest.mark.parametrize("name", CASES)
+def test_forward_backward_shape(name, size):
+    factory, make, expect = CASES[name]
+    b, h, w = SIZES[size]
+    m = factory().train()
+    x = make(b, h, w)
+    for t in _as_list(x):
+        t.requires_grad_(True)
+    y = m(x)
+    assert tuple(y.shape) == expect(b, h, w)
+    assert torch.isfinite(y).all()
+    y.square().mean().backward()
+    for t in _as_list(x):
+        assert t.grad is not None and torch.isfinite(t.grad).all() and t.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_one_by_one_maps(name):
+    """1x1 feature maps (the coarsest level of a tiny image): train with batch 2, eval with batch 1."""
+    factory, make, expect = CASES[name]
+    h = w = 4 if name.startswith("ASFF") else 1  # ASFF: the coarsest of its three inputs is 1x1
+    m = factory()
+    for mode, b in (("train", 2), ("eval", 1)):
+        getattr(m, mode)()
+        y = m(make(b, h, w))
+        assert tuple(y.shape) == expect(b, h, w) and torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_bf16_matches_fp32(name):
+    factory, make, expect = CASES[name]
+    m = factory().eval()
+    x = make(2, 13, 9)
+    with torch.no_grad():
+        ref = m(x)
+        y = m.to(torch.bfloat16)([t.bfloat16() for t in x] if isinstance(x, list) else x.bfloat16())
+    assert y.dtype == torch.bfloat16 and tuple(y.shape) == tuple(ref.shape)
+    assert torch.isfinite(y.float()).all()
+    assert (y.float() - ref).abs().max() <= 0.05 * ref.abs().max() + 0.05
+
+
+def test_parameters_reach_gradients():
+    """Every parameter of every block receives a gradient (no dead branch, which would also break DDP)."""
+    for name, (factory, make, _) in CASES.items():
+        m = factory().train()
+        if not any(True for _ in m.parameters()):
+            continue  # parameter-free (SimAM, SPD)
+        m(make(2, 16, 12)).sum().backward()
+        dead = [n for n, p in m.named_parameters() if p.grad is None]
+        assert not dead, f"{name}: parameters without gradient: {dead}"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The papers' equations
+# ----------------------------------------------------------------------------------------------------------------
+def test_simam_energy_formula():
+    x = torch.randn(2, 8, 7, 5, dtype=torch.float64)
+    lam = 1e-4
+    n = 7 * 5 - 1
+    # Paper eq. (5): e_t* = 4(var + lam) / ((t - mu)^2 + 2 var + 2 lam), with mu, var over the other n neurons
+    # approximated by the whole channel; the block scales x by sigmoid(1 / e_t*).
+    mu = x.mean((2, 3), keepdim=True)
+    var = ((x - mu) ** 2).sum((2, 3), keepdim=True) / n
+    e = 4 * (var + lam) / ((x - mu) ** 2 + 2 * var + 2 * lam)
+    expected = x * torch.sigmoid(1 / e)
+    assert torch.allclose(SimAM(8, lam)(x), expected, atol=1e-12)
+    assert sum(p.numel() for p in SimAM(8).parameters()) == 0
+
+
+def test_coordinate_attention_factorises_over_h_and_w():
+    """y / x at (c, i, j) is g^h_c(i) * g^w_c(j): each channel's weight map has rank 1."""
+    m = CA(16).eval()
+    x = torch.rand(1, 16, 9, 6) + 0.5
+    with torch.no_grad():
+        ratio = (m(x) / x)[0]
+    for c in range(16):
+        s = torch.linalg.svdvals(ratio[c].double())
+        assert s[1] < 1e-5 * s[0]
+
+
+def test_coordinate_attention_widths_and_parameters():
+    m = CA(64)  # mid = max(8, 64 // 32) = 8
+    assert m.conv1.out_channels == 8 and m.conv_h.out_channels == 64
+    assert sum(p.numel() for p in m.parameters()) == (64 * 8 + 8) + 2 * 8 + 2 * (8 * 64 + 64)
+    assert CA(1024).conv1.out_channels == 32
+
+
+def test_cbam_channel_then_spatial():
+    m = CBAM(32).eval()
+    x = torch.randn(2, 32, 10, 8)
+    with torch.no_grad():
+        mlp = m.channel.mlp
+        mc = torch.sigmoid(mlp(F.adaptive_avg_pool2d(x, 1)) + mlp(F.adaptive_max_pool2d(x, 1)))
+        x1 = x * mc
+        desc = torch.stack((x1.mean(1), x1.max(1).values), 1)
+        ms = torch.sigmoid(m.spatial.conv(desc))
+        assert torch.allclose(m(x), x1 * ms, atol=1e-6)
+    assert mlp[0].out_channels == 2  # r = 16
+    assert m.spatial.conv.kernel_size == (7, 7)
+
+
+def test_mscam_local_and_global_parts():
+    m = MSCAM(32).eval()
+    x = torch.randn(2, 32, 6, 6)
+    with torch.no_grad():
+        w = m.weights(x)
+        assert ((w > 0) & (w < 1)).all()
+        # the global part is constant over H x W: removing the local part leaves a per-channel constant
+        g = torch.logit(w.double()) - m.local_att(x).double()
+        assert torch.allclose(g, g[..., :1, :1].expand_as(g), atol=1e-5)
+        assert torch.allclose(m(x), x * w)
+
+
+@pytest.mark.parametrize("cls", [AFF, iAFF])
+def test_attentional_fusion_is_a_convex_mix(cls):
+    m = cls([16, 16]).eval()
+    x, y = torch.randn(2, 16, 7, 5), torch.randn(2, 16, 7, 5)
+    with torch.no_grad():
+        z = m([x, y])
+        assert (z >= torch.minimum(x, y) - 1e-6).all() and (z <= torch.maximum(x, y) + 1e-6).all()
+        assert torch.allclose(m([x, x]), x)
+        if cls is AFF:
+            mm = m.attention[0].weights(x + y)
+            assert torch.allclose(z, mm * x + (1 - mm) * y, atol=1e-6)
+    assert len(m.attention) == (2 if cls is iAFF else 1)
+
+
+def test_asff_resizing_follows_the_paper():
+    m = ASFF([16, 32, 64], 24, level=0)
+    # level 0 target: 2x finer input needs nothing, P4 (1 octave coarser) and P5 (2) are 1x1 conv + upsample
+    assert isinstance(m.resize[0], torch.nn.Identity)
+    assert m.resize[1].conv.kernel_size == (1, 1) and m.resize[2].conv.kernel_size == (1, 1)
+    m = ASFF([16, 32, 64], 24, level=2)
+    # level 2 target: P4 via 3x3 stride-2 conv; P3 via stride-2 max-pool then 3x3 stride-2 conv
+    assert m.resize[1][-1].conv.stride == (2, 2) and len(m.resize[1]) == 1
+    assert isinstance(m.resize[0][0], torch.nn.MaxPool2d) and m.resize[0][1].conv.stride == (2, 2)
+    assert m.weight_levels.out_channels == 3 and m.weight_feats[0].conv.out_channels == 16
+
+
+def test_asff_fuses_with_per_pixel_softmax_weights():
+    """fused = sum_n a^n * x^{n->l} with a = softmax over levels of the weight logits, per pixel."""
+    m = ASFF([8, 16, 32], 12, level=1).eval()
+    xs = [torch.randn(2, 8, 12, 10), torch.randn(2, 16, 6, 5), torch.randn(2, 32, 3, 3)]
+    got = {}
+    m.weight_levels.register_forward_hook(lambda mod, i, o: got.__setitem__("logits", o))
+    m.expand.register_forward_hook(lambda mod, i, o: got.__setitem__("fused", i[0]))
+    with torch.no_grad():
+        y = m(xs)
+        feats = [m.resize[0](xs[0]), xs[1], F.interpolate(m.resize[2](xs[2]), size=(6, 5), mode="nearest")]
+        a = torch.softmax(got["logits"], 1)
+        expected = sum(a[:, j : j + 1] * feats[j] for j in range(3))
+    assert got["logits"].shape == (2, 3, 6, 5)
+    assert torch.allclose(got["fused"], expected, atol=1e-6)
+    assert tuple(y.shape) == (2, 12, 6, 5)
+
+
+def test_space_to_depth_order_and_odd_sizes():
+    x = torch.arange(2 * 3 * 4 * 6, dtype=torch.float32).reshape(2, 3, 4, 6)
+    y = space_to_depth(x)
+    parts = y.split(3, 1)
+    for part, (i, j) in zip(parts, [(0, 0), (1, 0), (0, 1), (1, 1)]):  # f_00, f_10, f_01, f_11
+        assert torch.equal(part, x[..., i::2, j::2])
+    assert torch.equal(y.flatten().sort().values, x.flatten().sort().values)  # no pixel lost
+    odd = torch.randn(1, 3, 7, 5)
+    conv = torch.nn.Conv2d(3, 3, 3, 2, 1)
+    assert space_to_depth(odd).shape[-2:] == conv(odd).shape[-2:] == (4, 3)
+
+
+def test_spdconv_is_a_drop_in_for_a_strided_conv():
+    m = SPDConv(16, 32, 3, 2)
+    assert m.conv.conv.stride == (1, 1) and m.conv.conv.in_channels == 64
+    with pytest.raises(ValueError, match="s"):
+        SPDConv(16, 32, 3, 1)
+
+
+def _conv_twin(dcn: DCN):
+    from ultralytics.nn.modules import Conv
+
+    c = Conv(dcn.conv.in_channels, dcn.conv.out_channels, dcn.conv.kernel_size[0], dcn.conv.stride[0])
+    missing, unexpected = dcn.load_state_dict(c.state_dict(), strict=False)
+    assert not unexpected and set(missing) == {"offset_mask.weight", "offset_mask.bias"}
+    return c
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_dcn_starts_as_the_plain_convolution(stride):
+    dcn = DCN(8, 16, 3, stride)
+    conv = _conv_twin(dcn)
+    x = torch.randn(2, 8, 11, 9)
+    for mode in ("train", "eval"):
+        getattr(dcn, mode)(), getattr(conv, mode)()
+        assert torch.allclose(dcn(x), conv(x), atol=1e-4)
+
+
+def test_dcn_fused_forward_and_learned_offsets():
+    from ultralytics.nn.tasks import DetectionModel  # noqa: F401  (ensures Ultralytics' fuse helpers import)
+    from ultralytics.utils.torch_utils import fuse_conv_and_bn
+
+    dcn = DCN(8, 16, 3, 1).eval()
+    torch.nn.init.normal_(dcn.offset_mask.weight, std=0.1)  # a trained DCN: nonzero offsets and masks
+    torch.nn.init.normal_(dcn.bn.running_mean)
+    dcn.bn.running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 8, 10, 10)
+    with torch.no_grad():
+        ref = dcn(x)
+        conv = _conv_twin(DCN(8, 16, 3, 1))
+        conv.conv.weight.copy_(dcn.conv.weight)
+        assert (ref - conv.eval()(x)).abs().max() > 1e-3  # offsets really move the samples
+        dcn.conv = fuse_conv_and_bn(dcn.conv, dcn.bn)  # what Ultralytics' model.fuse() does to a Conv subclass
+        del dcn.bn
+        assert torch.allclose(dcn.forward_fuse(x), ref, atol=1e-5)
+    dcn = DCN(8, 16, 3, 1).train()
+    dcn(x).square().sum().backward()
+    assert dcn.offset_mask.weight.grad.abs().sum() > 0  # zero-initialised offsets still learn
+
+
+def test_c2f_dcn_loads_c2f_weights_and_matches_it():
+    from ultralytics.nn.modules import C2f
+
+    ref = C2f(16, 32, 2, True).eval()
+    m = C2f_DCN(16, 32, 2, True).eval()
+    missing, unexpected = m.load_state_dict(ref.state_dict(), strict=False)
+    assert not unexpected and all("offset_mask" in k for k in missing)
+    x = torch.randn(1, 16, 12, 12)
+    with torch.no_grad():
+        assert torch.allclose(m(x), ref(x), atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: CA(32, reduction=0), "reduction"),
+        (lambda: SimAM(8, e_lambda=-1), "e_lambda"),
+        (lambda: CBAM(32, kernel_size=4), "odd"),
+        (lambda: ASFF([8, 16, 32], 16, level=3), "level"),
+        (lambda: ASFF([8], 16), "at least 2"),
+        (lambda: AFF([8, 16]), "give an output width"),
+        (lambda: AFF([8, 8, 8], 8), "exactly 2"),
+        (lambda: SPD(8, scale=1), "scale"),
+        (lambda: DCN(8, 16, 3, 1, g=3), "groups"),
+    ],
+)
+def test_bad_arguments_are_named(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_forward_input_contracts():
+    with pytest.raises(ValueError, match="same H x W"):
+        AFF([8, 8])([torch.randn(1, 8, 4, 4), torch.randn(1, 8, 8, 8)])
+    with pytest.raises(ValueError, match="pyramid"):
+        ASFF([8, 8, 8], 8, level=0)([torch.randn(1, 8, 8, 8), torch.randn(1, 8, 8, 8), torch.randn(1, 8, 2, 2)])
