@@ -94,10 +94,11 @@ class ParserHooks:
     def handles(self, m) -> bool:
         return m in self.by_class
 
-    def parse(self, i, f, n, m, args, ch, width, max_channels):
+    def parse(self, i, f, n, m, args, ch, width, max_channels, d):
         """Apply the block's channel rule: returns (c2, constructor args, repeats)."""
         spec = self.by_class[m]
-        layer = self.registry.Layer(i, f, n, spec.name, list(args), ch, width, max_channels)
+        yaml_n = (d.get("backbone", []) + d.get("head", []))[i][1]  # before depth scaling
+        layer = self.registry.Layer(i, f, n, spec.name, list(args), ch, width, max_channels, yaml_n)
         for x in [f] if isinstance(f, int) else f if isinstance(f, (list, tuple)) else []:
             if isinstance(x, int) and not -len(ch) <= x < len(ch):  # len(ch) == i: only earlier layers
                 raise layer.error(f"'from' index {x} does not name an earlier layer (valid: -1 or 0..{i - 1})")
@@ -173,7 +174,7 @@ class _PatchParseModel(ast.NodeTransformer):
             self.found["dispatch"] += 1
             new = ast.parse(
                 "if _yolo_attn.handles(m):\n"
-                "    c2, args, n = _yolo_attn.parse(i, f, n, m, args, ch, width, max_channels)\n"
+                "    c2, args, n = _yolo_attn.parse(i, f, n, m, args, ch, width, max_channels, d)\n"
                 "else:\n"
                 "    pass\n"
             ).body[0]
@@ -236,7 +237,8 @@ def _patch_parse_model(tasks) -> None:
 
     fdef = next(n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef) and n.name == "parse_model")
     assigned = {n.id for n in ast.walk(fdef) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
-    missing = {"ch", "width", "max_channels", "c2"} - assigned
+    assigned |= {a.arg for a in fdef.args.args}
+    missing = {"d", "ch", "width", "max_channels", "c2"} - assigned
     if missing:
         raise _hook_error(f"parse_model no longer defines {sorted(missing)}")
     loop = _layer_loop(fdef)

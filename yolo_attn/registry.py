@@ -43,6 +43,7 @@ class Layer:
     ch: list
     width: float
     max_channels: float
+    yaml_n: int = 1  # repeats as written in the YAML, before depth scaling
 
     def error(self, message: str) -> LayerError:
         return LayerError(self.index, self.name, message)
@@ -70,8 +71,8 @@ class Layer:
         return make_divisible(min(c2, self.max_channels) * self.width, 8)
 
     def single_repeat(self) -> None:
-        if self.n != 1:
-            raise self.error(f"repeats must be 1 for this block (it changes width or fuses inputs), got {self.n}")
+        if self.yaml_n != 1:
+            raise self.error(f"repeats must be 1 for this block (it changes width or fuses inputs), got {self.yaml_n}")
 
 
 ChannelRule = Callable[[Layer], "tuple[int, list, int]"]  # Layer -> (c2, constructor args, repeats)

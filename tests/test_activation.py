@@ -1,0 +1,160 @@
+"""Activation: with no import of yolo_attn, in any process; idempotent; loud when a hook point is missing; never
+silently undoing another add-on; Ultralytics' own models unchanged."""
+
+from __future__ import annotations
+
+import json
+import types
+
+import pytest
+import torch
+
+from conftest import python
+
+import yolo_attn
+from yolo_attn import patch
+
+
+def test_a_process_that_imports_only_ultralytics_gets_the_blocks(tmp_path):
+    p = python(
+        "import sys\n"
+        "from ultralytics import YOLO\n"
+        "m = YOLO('yolo11n-cbam.yaml')\n"
+        "print(sorted({type(x).__name__ for x in m.model.modules()} & {'CBAM', 'Detect'}), 'yolo_attn' in sys.modules)",
+        tmp_path,
+    )
+    assert p.stdout.strip().splitlines()[-1] == "['CBAM', 'Detect'] True"
+
+
+def test_startup_hook_imports_nothing_heavy(tmp_path):
+    p = python(
+        "import sys, json\n"
+        "print(json.dumps({'loaded': [m for m in ('torch', 'ultralytics', 'yolo_attn') if m in sys.modules],"
+        " 'armed': any(type(f).__name__ == '_ActivateAfterTasks' for f in sys.meta_path)}))",
+        tmp_path,
+    )
+    assert json.loads(p.stdout) == {"loaded": [], "armed": True}
+
+
+def test_switched_off_by_environment(tmp_path):
+    p = python(
+        "import sys\n"
+        "import ultralytics.nn.tasks as t\n"
+        "print('yolo_attn' in sys.modules, hasattr(t.parse_model, '__yolo_attn_patched__'))",
+        tmp_path,
+        YOLO_ATTN_DISABLE=1,
+    )
+    assert p.stdout.split() == ["False", "False"]
+
+
+def test_ddp_worker_script_builds_the_blocks(tmp_path, sample_data):
+    """Ultralytics' own DDP launcher file, run in a fresh interpreter: the worker rebuilds the model from the YAML."""
+    script = tmp_path / "make_ddp.py"
+    script.write_text(
+        "import sys\n"
+        "from ultralytics.models.yolo.detect import DetectionTrainer\n"
+        "from ultralytics.utils.dist import generate_ddp_file\n"
+        f"t = DetectionTrainer(overrides=dict(model='yolov8n-asff.yaml', data=r'{sample_data}', imgsz=64, device='cpu',"
+        f" project=r'{tmp_path}', name='ddp'))\n"
+        "assert t.model == 'yolov8n-asff.yaml'\n"
+        "print(generate_ddp_file(t))\n"
+    )
+    worker = python(f"exec(open(r'{script}').read())", tmp_path).stdout.strip().splitlines()[-1]
+    src = open(worker).read()
+    assert "trainer.train()" in src
+    # build the model the way the worker does before training, instead of starting a process group
+    probe = "trainer.setup_model(); print('BUILT', sorted({type(m).__name__ for m in trainer.model.modules()} & {'ASFF'}))"
+    open(worker, "w").write(src.replace("trainer.train()", probe))
+    out = python(f"import runpy; runpy.run_path(r'{worker}', run_name='__main__')", tmp_path).stdout
+    assert "BUILT ['ASFF']" in out
+
+
+def test_activation_is_idempotent():
+    import ultralytics.nn.tasks as tasks
+
+    before = tasks.parse_model, tasks.check_yaml
+    yolo_attn.activate()
+    yolo_attn.activate()
+    assert (tasks.parse_model, tasks.check_yaml) == before
+    assert patch.is_active()
+    assert getattr(tasks.parse_model, patch.MARK) and tasks.parse_model.__wrapped__.__name__ == "parse_model"
+
+
+def test_ultralytics_models_are_unchanged():
+    """yolov8n built with the patched parser equals the one built by Ultralytics' own parser."""
+    from ultralytics.nn.tasks import DetectionModel
+
+    torch.manual_seed(0)
+    ours = DetectionModel("yolov8n.yaml", verbose=False).eval()
+    patch.deactivate()
+    try:
+        assert not patch.is_active()
+        torch.manual_seed(0)
+        plain = DetectionModel("yolov8n.yaml", verbose=False).eval()
+    finally:
+        yolo_attn.activate()
+    assert patch.is_active()
+    a, b = ours.state_dict(), plain.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(ours(x)[0], plain(x)[0])
+
+
+def test_refuses_to_undo_another_addon(tmp_path):
+    p = python(
+        "import ultralytics.nn.tasks as t\n"
+        "orig = t.parse_model\n"
+        "def other_addon(d, ch, verbose=True):\n"
+        "    return orig(d, ch, verbose)\n"
+        "t.parse_model = other_addon\n"
+        "try:\n"
+        "    import yolo_attn\n"
+        "except RuntimeError as e:\n"
+        "    print('REFUSED', e)\n",
+        tmp_path,
+        YOLO_ATTN_DISABLE=1,
+    )
+    assert "REFUSED ultralytics.nn.tasks.parse_model has been replaced by something else" in p.stdout
+
+
+def test_composes_with_another_check_yaml_wrapper(tmp_path):
+    p = python(
+        "import ultralytics.nn.tasks as t\n"
+        "seen = []\n"
+        "orig = t.check_yaml\n"
+        "t.check_yaml = lambda f, *a, **k: (seen.append(str(f)), orig(f, *a, **k))[1]\n"
+        "import yolo_attn\n"
+        "from ultralytics import YOLO\n"
+        "YOLO('yolov8n.yaml'); YOLO('yolov8n-ca.yaml')\n"
+        "print(seen)\n",
+        tmp_path,
+        YOLO_ATTN_DISABLE=1,
+    )
+    assert "yolov8n.yaml" in p.stdout  # the other wrapper still sees Ultralytics' own lookups
+
+
+def test_missing_hook_point_names_the_version(tmp_path):
+    src = tmp_path / "tasks.py"
+    src.write_text("def parse_model(d, ch, verbose=True):\n    return None\n")
+    fake = types.ModuleType("fake_tasks")
+    fake.__file__ = str(src)
+    exec(compile(src.read_text(), str(src), "exec"), fake.__dict__)
+    with pytest.raises(patch.UltralyticsHookError) as e:
+        patch._patch_parse_model(fake)
+    from ultralytics import __version__
+
+    msg = str(e.value)
+    assert f"Ultralytics {__version__}" in msg and "ultralytics>=8.4,<8.5" in msg and "parse_model" in msg
+
+
+def test_local_yaml_takes_precedence_over_ready_configs(tmp_path):
+    import yaml
+
+    d = yaml.safe_load((yolo_attn.MODEL_YAMLS / "yolov8-ca.yaml").read_text())
+    d["nc"] = 3
+    (tmp_path / "yolov8-ca.yaml").write_text(yaml.safe_dump(d))
+    p = python("from ultralytics import YOLO; print(YOLO('yolov8n-ca.yaml').model.yaml['nc'])", tmp_path)
+    assert p.stdout.strip().splitlines()[-1] == "3"
+    assert patch.find_config("yolov8-ca.yaml") == str(yolo_attn.MODEL_YAMLS / "yolov8-ca.yaml")
+    assert patch.find_config("sub/yolov8-ca.yaml") is None and patch.find_config("nope.yaml") is None

@@ -1,0 +1,139 @@
+"""Every ready config at every scale builds by bare name and runs; widths follow Ultralytics' rules at every scale."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import yolo_attn
+from yolo_attn import modules as M
+
+CONFIGS = sorted(p.name for p in Path(yolo_attn.MODEL_YAMLS).glob("*.yaml"))
+SCALES = "nsmlx"
+BLOCK_OF_TAG = {
+    "ca": M.CA,
+    "simam": M.SimAM,
+    "cbam": M.CBAM,
+    "asff": M.ASFF,
+    "spdconv": M.SPDConv,
+    "aff": M.AFF,
+    "iaff": M.iAFF,
+    "dcn": M.C2f_DCN,
+}
+_base_cache: dict = {}
+
+
+def build(name: str):
+    from ultralytics.nn.tasks import DetectionModel
+
+    return DetectionModel(name, verbose=False).eval()
+
+
+def detect_inputs(model, imgsz=64) -> list[tuple]:
+    """Shapes of the maps Detect receives."""
+    got = []
+    h = model.model[-1].register_forward_pre_hook(lambda mod, args: got.extend(tuple(x.shape) for x in args[0]))
+    with torch.no_grad():
+        model(torch.zeros(1, 3, imgsz, imgsz))
+    h.remove()
+    return got
+
+
+def base_of(config: str, scale: str):
+    family = config.split("-")[0]  # yolov8 | yolo11
+    key = (family, scale)
+    if key not in _base_cache:
+        m = build(f"{family}{scale}.yaml")
+        _base_cache[key] = (detect_inputs(m), sum(p.numel() for p in m.parameters()))
+    return _base_cache[key]
+
+
+def test_every_block_has_ready_configs_for_both_families():
+    tags = {c.split("-", 1)[1].removesuffix(".yaml") for c in CONFIGS}
+    assert tags == set(BLOCK_OF_TAG)
+    for tag in tags:
+        assert {f"yolov8-{tag}.yaml", f"yolo11-{tag}.yaml"} <= set(CONFIGS)
+
+
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("config", CONFIGS)
+def test_ready_config_builds_at_every_scale(config, scale):
+    name = config.replace("-", f"{scale}-", 1)  # yolov8-ca.yaml -> yolov8s-ca.yaml
+    model = build(name)
+    assert model.yaml["scale"] == scale
+    block = BLOCK_OF_TAG[config.split("-", 1)[1].removesuffix(".yaml")]
+    ours = [m for m in model.modules() if isinstance(m, block)]
+    assert ours, f"{name} contains no {block.__name__}"
+
+    shapes, base_params = base_of(config, scale)
+    assert detect_inputs(model) == shapes  # Detect sees exactly the base model's widths and strides
+    if block in (M.CA, M.SimAM, M.CBAM):  # inserted, channel-preserving: nothing else may change
+        added = sum(p.numel() for m in ours for p in m.parameters())
+        assert sum(p.numel() for p in model.parameters()) == base_params + added
+        # Each block sits on the path to Detect: a later layer reads its output
+        read = {x.i + j if j < 0 else j for x in model.model for j in ([x.f] if isinstance(x.f, int) else x.f)}
+        assert all(m.i in read for m in ours), name
+
+
+def _parse(rows, scale=(0.33, 0.5, 256), head=()):
+    from ultralytics.nn.tasks import parse_model
+
+    d = {"nc": 80, "scales": {"s": list(scale)}, "scale": "s", "backbone": copy.deepcopy(rows), "head": list(head)}
+    model, _ = parse_model(d, ch=3, verbose=False)
+    return model
+
+
+def _widths(model, imgsz=32):
+    x, outs = torch.zeros(1, 3, imgsz, imgsz), []
+    model.eval()
+    with torch.no_grad():
+        for m in model:
+            x = m([outs[j] for j in m.f] if isinstance(m.f, list) else (x if m.f == -1 else outs[m.f]))
+            outs.append(x)
+    return [o.shape[1] for o in outs]
+
+
+def test_conv_like_blocks_scale_exactly_like_conv():
+    for args in ([64, 3, 2], [100, 3, 2], [2048, 3, 2]):  # 2048 > max_channels 256
+        ref = _widths(_parse([[-1, 1, "Conv", [16, 3, 1]], [-1, 1, "Conv", args]]))[-1]
+        for block in ("SPDConv", "DCN"):
+            got = _widths(_parse([[-1, 1, "Conv", [16, 3, 1]], [-1, 1, block, args]]))[-1]
+            assert got == ref, (block, args)
+    ref = _widths(_parse([[-1, 1, "Conv", [16, 3, 1]], [-1, 2, "C2f", [96, True]]]))[-1]
+    assert _widths(_parse([[-1, 1, "Conv", [16, 3, 1]], [-1, 2, "C2f_DCN", [96, True]]]))[-1] == ref
+    model = _parse([[-1, 1, "Conv", [16, 3, 1]], [-1, 3, "C2f_DCN", [96, True]]], scale=(0.67, 0.5, 256))
+    assert len(model[1].m) == 2  # depth-scaled repeats, as C2f: max(round(3 * 0.67), 1)
+
+
+def test_space_to_depth_reports_four_times_the_width():
+    model = _parse([[-1, 1, "Conv", [32, 3, 1]], [-1, 1, "SPD", []], [-1, 1, "Conv", [32, 1, 1]]])
+    assert _widths(model) == [16, 64, 16]
+    assert model[2].conv.in_channels == 64
+
+
+def test_fusion_blocks_receive_every_input_width():
+    rows = [
+        [-1, 1, "Conv", [32, 3, 2]],  # 0: 16 ch, /2
+        [-1, 1, "Conv", [64, 3, 2]],  # 1: 32 ch, /4
+        [-1, 1, "Conv", [128, 3, 2]],  # 2: 64 ch, /8
+        [[0, 1, 2], 1, "ASFF", [48, 1]],  # 3: fused at /4, 24 ch
+        [[-1, 1], 1, "AFF", [64]],  # 4: 24 + 32 -> 32
+        [[1, 4], 1, "iAFF", []],  # 5: 32 + 32 -> 32 (equal widths, no c2)
+    ]
+    model = _parse(rows)
+    assert model[3].resize[0][-1].conv.in_channels == 16 and model[3].resize[2].conv.in_channels == 64
+    assert model[4].align[0].conv.in_channels == 24 and isinstance(model[4].align[1], torch.nn.Identity)
+    assert _widths(model, 64)[3:] == [24, 32, 32]
+
+
+def test_ready_configs_have_a_header_saying_where_and_why():
+    for c in CONFIGS:
+        text = (Path(yolo_attn.MODEL_YAMLS) / c).read_text()
+        head = text.split("nc:")[0]
+        assert "Where:" in head and "Why:" in head and "Paper:" in head, c
+        d = yaml.safe_load(text)
+        assert set(d["scales"]) == set(SCALES)
