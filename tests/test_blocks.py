@@ -292,6 +292,29 @@ def test_dcn_fused_forward_and_learned_offsets():
     assert dcn.offset_mask.weight.grad.abs().sum() > 0  # zero-initialised offsets still learn
 
 
+def test_dcn_survives_non_finite_input(tmp_path):
+    """NaN input (Ultralytics' FLOPs probe uses torch.empty) once crashed torchvision's CPU kernel: run it in a child."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch\n"
+        "from yolo_attn.modules import DCN\n"
+        "m = DCN(8, 8, 3, 1)\n"
+        "torch.nn.init.normal_(m.offset_mask.weight)\n"
+        "x = torch.randn(1, 8, 64, 64)\n"
+        "x[0, :, ::3, ::5] = float('nan')\n"
+        "x[0, 0, 1, 1] = float('inf')\n"
+        "y = m.eval()(x)\n"
+        "from ultralytics.utils.torch_utils import fuse_conv_and_bn\n"
+        "m.conv = fuse_conv_and_bn(m.conv, m.bn)\n"
+        "y = m.forward_fuse(x)\n"
+        "print('OK', tuple(y.shape))\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert p.returncode == 0 and "OK (1, 8, 64, 64)" in p.stdout, (p.returncode, p.stderr[-2000:])
+
+
 def test_c2f_dcn_loads_c2f_weights_and_matches_it():
     from ultralytics.nn.modules import C2f
 

@@ -134,7 +134,10 @@ class DCN(Conv):
     def _deform(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         dy_dx_m = self.offset_mask(x)
         n = dy_dx_m.shape[1] // 3  # deform_groups * K
-        offset, mask = dy_dx_m[:, : 2 * n], 2 * dy_dx_m[:, 2 * n :].sigmoid()
+        # NaN offsets (from non-finite input, e.g. the uninitialised tensor Ultralytics' FLOPs probe feeds) make
+        # torchvision's CPU kernel read out of bounds and crash the process; +-inf are safe (they sample zeros).
+        offset = torch.nan_to_num(dy_dx_m[:, : 2 * n], nan=0.0)
+        mask = 2 * dy_dx_m[:, 2 * n :].sigmoid()
         weight, dtype = self.conv.weight, x.dtype
         if x.device.type == "cpu" and dtype in (torch.bfloat16, torch.float16):
             x, offset, mask, weight = x.float(), offset.float(), mask.float(), weight.float()
