@@ -32,6 +32,8 @@ from pathlib import Path
 
 import torch
 
+from . import registry
+
 SUPPORTED = ">=8.4,<8.5"
 MARK = "__yolo_attn_patched__"
 MODEL_YAMLS = Path(__file__).with_name("model_yamls")
@@ -67,27 +69,24 @@ class ParserHooks:
     """The three calls the patched ``parse_model`` makes into yolo_attn (bound into it as ``_yolo_attn``)."""
 
     def __init__(self):
-        from . import registry
-
-        self.registry = registry
         self.by_class = {spec.cls: spec for spec in registry.BLOCKS.values()}
 
     def lookup(self, name: str, module_globals: dict, index: int):
         """Resolve a YAML module name that is neither ``nn.X`` nor ``torchvision.ops.X``."""
-        spec = self.registry.get(name)
+        spec = registry.get(name)
         if spec is not None:
             return spec.cls
         if name in module_globals:
             return module_globals[name]
-        known = list(self.registry.BLOCKS) + [
+        known = list(registry.BLOCKS) + [
             k for k, v in module_globals.items() if isinstance(v, type) and issubclass(v, torch.nn.Module)
         ]
-        close = self.registry.suggest(name, known)
+        close = registry.suggest(name, known)
         hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise UnknownBlockError(
+        raise registry.UnknownBlockError(
             index,
             name,
-            f"unknown module name. {hint}yolo_attn blocks: {', '.join(self.registry.BLOCKS)}; "
+            f"unknown module name. {hint}yolo_attn blocks: {', '.join(registry.BLOCKS)}; "
             "Ultralytics modules are named as in its own YAMLs, torch ones as nn.Name.",
         )
 
@@ -98,7 +97,7 @@ class ParserHooks:
         """Apply the block's channel rule: returns (c2, constructor args, repeats)."""
         spec = self.by_class[m]
         yaml_n = (d.get("backbone", []) + d.get("head", []))[i][1]  # before depth scaling
-        layer = self.registry.Layer(i, f, n, spec.name, list(args), ch, width, max_channels, yaml_n)
+        layer = registry.Layer(i, f, n, spec.name, list(args), ch, width, max_channels, yaml_n)
         for x in [f] if isinstance(f, int) else f if isinstance(f, (list, tuple)) else []:
             if isinstance(x, int) and not -len(ch) <= x < len(ch):  # len(ch) == i: only earlier layers
                 raise layer.error(f"'from' index {x} does not name an earlier layer (valid: -1 or 0..{i - 1})")
@@ -107,27 +106,12 @@ class ParserHooks:
     def build_failed(self, i, m, args, exc: Exception) -> None:
         """Re-raise a failed construction of one of our blocks as a LayerError; other modules' errors pass."""
         spec = self.by_class.get(m)
-        if spec is None or isinstance(exc, self.registry.LayerError):
+        if spec is None or isinstance(exc, registry.LayerError):
             return
         msg = str(exc)
         prefix = f"{spec.name}: "
         msg = msg[len(prefix) :] if msg.startswith(prefix) else f"could not be built from args {args}: {msg}"
-        raise self.registry.LayerError(i, spec.name, msg) from exc
-
-
-def _unknown_block_error():
-    from .registry import LayerError
-
-    class UnknownBlockError(LayerError, KeyError):
-        """Unknown YAML module name (also a KeyError, which is what Ultralytics raised before)."""
-
-        __str__ = ValueError.__str__
-
-    UnknownBlockError.__module__ = __name__
-    return UnknownBlockError
-
-
-UnknownBlockError = _unknown_block_error()
+        raise registry.LayerError(i, spec.name, msg) from exc
 
 
 # ----------------------------------------------------------------------------------------------------------------

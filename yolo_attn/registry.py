@@ -31,6 +31,12 @@ class LayerError(ValueError):
         super().__init__(f"yolo_attn: YAML layer {index} ({block}): {message}")
 
 
+class UnknownBlockError(LayerError, KeyError):
+    """Unknown YAML module name; also a KeyError, which is what Ultralytics raises for one."""
+
+    __str__ = ValueError.__str__  # KeyError would quote the message
+
+
 @dataclass
 class Layer:
     """One YAML row as the parser sees it: index, 'from', repeats, block name, args, and the widths so far."""
