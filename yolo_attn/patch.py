@@ -1,6 +1,6 @@
 """Every contact between yolo_attn and Ultralytics internals, in one place.
 
-``activate()`` makes three changes to ``ultralytics.nn.tasks``, each marked with ``__yolo_attn_patched__`` and
+``activate()`` makes four changes to ``ultralytics.nn.tasks``, each marked with ``__yolo_attn_patched__`` and
 keeping the original in ``__wrapped__``:
 
 1. ``parse_model`` is recompiled from its own source with three small AST edits inside its layer loop:
@@ -8,13 +8,16 @@ keeping the original in ``__wrapped__``:
      matches for unknown names instead of a bare ``KeyError``);
    - in front of the ``if m in base_modules`` chain, a dispatch applies the block's channel rule
      (``yolo_attn.registry``) for yolo_attn blocks; every other module takes Ultralytics' own path unchanged;
-   - the module construction ``m_ = ...`` reports a failure of one of our blocks with the YAML layer index.
+   - the module construction ``m_ = ...`` reports a failure of one of our blocks with the YAML layer index, and
+     arms the blocks' identity start when the YAML says ``identity_start: true``.
    Ultralytics' ``base_modules`` sets are built inside the function, so this is the only way to give blocks their
    own channel rules. Before recompiling, the current function is compared with the file's source: if another
    add-on has replaced it, activation stops with an error instead of silently undoing that add-on's change.
 2. ``check_yaml`` (as called by ``yaml_model_load``) also finds the ready configs shipped in yolo_attn, by bare file
    name, after files that exist as given. It wraps whatever ``check_yaml`` was there, so it composes.
-3. yolo_attn's classes are added to torch's safe globals so ``ULTRALYTICS_SAFE_LOAD=1`` loads our checkpoints.
+3. ``BaseModel.load`` (behind ``YOLO(...).load(...)`` and every ``pretrained=``) matches layers by structure when
+   the source or the target has yolo_attn blocks (``yolo_attn.transfer``); plain models keep Ultralytics' behaviour.
+4. yolo_attn's classes are added to torch's safe globals so ``ULTRALYTICS_SAFE_LOAD=1`` loads our checkpoints.
 
 If a hook point is missing, ``UltralyticsHookError`` names the installed Ultralytics version and the supported
 range. Set ``YOLO_ATTN_DISABLE=1`` to stop the automatic activation at start-up (see ``_yolo_attn_hook``).
@@ -32,7 +35,8 @@ from pathlib import Path
 
 import torch
 
-from . import registry
+from . import registry, transfer
+from .modules._common import IdentityStart
 
 SUPPORTED = ">=8.4,<8.5"
 MARK = "__yolo_attn_patched__"
@@ -103,6 +107,13 @@ class ParserHooks:
                 raise layer.error(f"'from' index {x} does not name an earlier layer (valid: -1 or 0..{i - 1})")
         return spec.build_args(layer)
 
+    def built(self, module, d: dict) -> None:
+        """After construction: arm the identity start of our blocks when the YAML asks for it."""
+        if d.get("identity_start"):
+            for m in module.modules():
+                if isinstance(m, IdentityStart):
+                    m.identity_start()
+
     def build_failed(self, i, m, args, exc: Exception) -> None:
         """Re-raise a failed construction of one of our blocks as a LayerError; other modules' errors pass."""
         spec = self.by_class.get(m)
@@ -166,18 +177,19 @@ class _PatchParseModel(ast.NodeTransformer):
             return _located(new, node)
         return node
 
-    def visit_Assign(self, node):  # m_ = ...  ->  try: m_ = ... except Exception as e: report ours; raise
+    def visit_Assign(self, node):  # m_ = ...  ->  try: m_ = ...; built(m_, d) except Exception as e: report; raise
         self.generic_visit(node)
         if len(node.targets) == 1 and _is_name(node.targets[0], "m_"):
             self.found["build"] += 1
             new = ast.parse(
                 "try:\n"
                 "    pass\n"
+                "    _yolo_attn.built(m_, d)\n"
                 "except Exception as _yolo_attn_error:\n"
                 "    _yolo_attn.build_failed(i, m, args, _yolo_attn_error)\n"
                 "    raise\n"
             ).body[0]
-            new.body = [node]
+            new.body[0] = node
             return _located(new, node)
         return node
 
@@ -281,6 +293,48 @@ def _patch_check_yaml(tasks) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Pretrained weights
+# ----------------------------------------------------------------------------------------------------------------
+def structural_load(model, weights, verbose: bool, original) -> None:
+    """``BaseModel.load`` that re-indexes the source by structure when either side has yolo_attn blocks."""
+    source = (weights.get("ema") or weights["model"]) if isinstance(weights, dict) else weights
+    if not (
+        isinstance(source, torch.nn.Module)
+        and transfer.layers_of(source) is not None
+        and transfer.layers_of(model) is not None
+        and (transfer.has_blocks(model) or transfer.has_blocks(source))
+    ):
+        return original(model, weights, verbose)
+    p = transfer.plan(source, model)
+    total = len(source.state_dict())
+    proxy = transfer.reindexed(source, p, len(transfer.layers_of(model)))
+    original(model, proxy, verbose)
+    if verbose:
+        from ultralytics.utils import LOGGER
+
+        got, mine = proxy.state_dict(), model.state_dict()
+        loaded = {k for k, v in got.items() if k in mine and v.shape == mine[k].shape}
+        LOGGER.info(transfer.describe(p, model, loaded, total))
+
+
+def _patch_load(tasks) -> None:
+    base = getattr(tasks, "BaseModel", None)
+    current = getattr(base, "load", None)
+    if current is None or "weights" not in inspect.signature(current).parameters:
+        raise _hook_error("ultralytics.nn.tasks.BaseModel.load(weights, verbose) is missing")
+    if getattr(current, MARK, False):
+        return
+
+    def load(self, weights, verbose=True):
+        return structural_load(self, weights, verbose, current)
+
+    load.__doc__ = (current.__doc__ or "") + "\n(yolo_attn: layers are matched by structure; see yolo_attn.transfer)"
+    load.__wrapped__ = current
+    setattr(load, MARK, True)
+    base.load = load
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Checkpoints
 # ----------------------------------------------------------------------------------------------------------------
 def checkpoint_classes() -> list[type]:
@@ -316,6 +370,7 @@ def activate() -> None:
             raise UltralyticsHookError(f"yolo_attn needs ultralytics{SUPPORTED}: {e}") from e
         _patch_parse_model(tasks)
         _patch_check_yaml(tasks)
+        _patch_load(tasks)
         _register_safe_globals()
         _active = True
 
@@ -326,7 +381,7 @@ def is_active() -> bool:
         import ultralytics.nn.tasks as tasks
     except ImportError:
         return False
-    return bool(getattr(tasks.parse_model, MARK, False) and getattr(tasks.check_yaml, MARK, False))
+    return all(getattr(fn, MARK, False) for fn in (tasks.parse_model, tasks.check_yaml, tasks.BaseModel.load))
 
 
 def deactivate() -> None:
@@ -335,6 +390,8 @@ def deactivate() -> None:
     with _lock:
         import ultralytics.nn.tasks as tasks
 
+        if getattr(tasks.BaseModel.load, MARK, False):
+            tasks.BaseModel.load = tasks.BaseModel.load.__wrapped__
         for name in ("parse_model", "check_yaml"):
             fn = getattr(tasks, name)
             if getattr(fn, MARK, False):

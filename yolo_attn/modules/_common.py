@@ -49,3 +49,28 @@ class PooledBatchNorm2d(nn.BatchNorm2d):
         if self.training and x.shape[0] * x.shape[2] * x.shape[3] == 1:
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
         return super().forward(x)
+
+
+class IdentityStart(nn.Module):
+    """Base of blocks that can start as the identity, for fine-tuning a pretrained model with blocks inserted.
+
+    Off by default: the block is the paper's. ``identity_start()`` (or ``identity_start: true`` at the top of the
+    model YAML) adds a learnable residual gate g, initialised to 0, around the block f:
+        y = x + g * (f(x) - x)
+    so that right after loading pretrained weights the model predicts exactly what the pretrained one did, and
+    training moves g away from 0 as far as the block helps.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.register_parameter("gate", None)
+
+    def identity_start(self):
+        """Arm the zero-initialised gate (idempotent); returns self."""
+        if self.gate is None:
+            self.gate = nn.Parameter(torch.zeros(1))
+        return self
+
+    def gated(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """y when no gate is armed, else x + g * (y - x)."""
+        return y if self.gate is None else x + self.gate * (y - x)

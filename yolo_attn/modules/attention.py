@@ -1,7 +1,8 @@
 """Channel-preserving attention blocks: Coordinate Attention, SimAM, CBAM, MS-CAM.
 
 Every block maps (B, C, H, W) -> (B, C, H, W); the first constructor argument is the input width ``c1``, which the
-YAML parser fills in from ``from`` (it is never written in the YAML).
+YAML parser fills in from ``from`` (it is never written in the YAML). Each can start as the identity for fine-tuning
+(``IdentityStart``: off by default).
 """
 
 from __future__ import annotations
@@ -9,12 +10,12 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ._common import PooledBatchNorm2d, check_float, check_int
+from ._common import IdentityStart, PooledBatchNorm2d, check_float, check_int
 
 __all__ = ("CA", "SimAM", "CBAM", "CBAMChannelAttention", "CBAMSpatialAttention", "MSCAM")
 
 
-class CA(nn.Module):
+class CA(IdentityStart):
     """Coordinate Attention. Hou, Zhou, Feng, "Coordinate Attention for Efficient Mobile Network Design", CVPR 2021.
 
     Direction-aware pooling keeps position along one axis while squeezing the other:
@@ -49,10 +50,10 @@ class CA(nn.Module):
         zw = x.mean(2, keepdim=True).transpose(2, 3)  # (B, C, W, 1)
         f = self.act(self.bn(self.conv1(torch.cat((zh, zw), 2))))  # (B, mid, H + W, 1)
         fh, fw = torch.split(f, (h, w), 2)
-        return x * self.conv_h(fh).sigmoid() * self.conv_w(fw.transpose(2, 3)).sigmoid()
+        return self.gated(x, x * self.conv_h(fh).sigmoid() * self.conv_w(fw.transpose(2, 3)).sigmoid())
 
 
-class SimAM(nn.Module):
+class SimAM(IdentityStart):
     """SimAM, parameter-free attention. Yang, Zhang, Li, Xie, "SimAM: A Simple, Parameter-Free Attention Module for
     Convolutional Neural Networks", ICML 2021.
 
@@ -77,7 +78,7 @@ class SimAM(nn.Module):
         n = max(x.shape[2] * x.shape[3] - 1, 1)
         d = (x - x.mean((2, 3), keepdim=True)).pow(2)
         e_inv = d / (4 * (d.sum((2, 3), keepdim=True) / n + self.e_lambda)) + 0.5
-        return x * e_inv.sigmoid()
+        return self.gated(x, x * e_inv.sigmoid())
 
 
 class CBAMChannelAttention(nn.Module):
@@ -113,7 +114,7 @@ class CBAMSpatialAttention(nn.Module):
         return self.conv(torch.cat((x.mean(1, keepdim=True), x.amax(1, keepdim=True)), 1)).sigmoid()
 
 
-class CBAM(nn.Module):
+class CBAM(IdentityStart):
     """Convolutional Block Attention Module. Woo, Park, Lee, Kweon, "CBAM: Convolutional Block Attention Module",
     ECCV 2018.
 
@@ -137,11 +138,11 @@ class CBAM(nn.Module):
         self.spatial = CBAMSpatialAttention(kernel_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x * self.channel(x)
-        return x * self.spatial(x)
+        y = x * self.channel(x)
+        return self.gated(x, y * self.spatial(y))
 
 
-class MSCAM(nn.Module):
+class MSCAM(IdentityStart):
     """Multi-Scale Channel Attention Module. Dai, Gieseke, Oehmcke, Wu, Barnard, "Attentional Feature Fusion",
     WACV 2021.
 
@@ -182,4 +183,4 @@ class MSCAM(nn.Module):
         return (self.local_att(x) + self.global_att(x.mean((2, 3), keepdim=True))).sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.weights(x)
+        return self.gated(x, x * self.weights(x))

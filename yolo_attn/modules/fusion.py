@@ -11,13 +11,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from ultralytics.nn.modules import Conv
 
-from ._common import BlockArgumentError, BlockInputError, check_int, layer_name
+from ._common import BlockArgumentError, BlockInputError, IdentityStart, check_int, layer_name
 from .attention import MSCAM
 
 __all__ = ("ASFF", "AFF", "iAFF")
 
 
-class ASFF(nn.Module):
+class ASFF(IdentityStart):
     """Adaptively Spatial Feature Fusion. Liu, Huang, Wang, "Learning Spatial Fusion for Single-Shot Object
     Detection", 2019 (arXiv 1911.09516).
 
@@ -37,6 +37,7 @@ class ASFF(nn.Module):
         compress (int): Width of each level's weight-feature (paper's code: 16).
 
     Shapes: xs = [(B, c1[0], H, W), (B, c1[1], ceil(H/2), ceil(W/2)), ...] -> (B, c2, H_l, W_l).
+    With identity start armed (``IdentityStart``) it begins as the pass-through of its target level.
     """
 
     def __init__(self, c1: list[int], c2: int, level: int = 0, compress: int = 16):
@@ -48,6 +49,7 @@ class ASFF(nn.Module):
             raise BlockArgumentError(f"ASFF: level must be an index into 'from' (0..{n - 1}), got {level!r}")
         check_int("ASFF", "compress", compress)
         self.level = level
+        self.identity_ok = c2 == c1[level]
         inter = c1[level]
         self.resize = nn.ModuleList(self._resizer(c, inter, j - level) for j, c in enumerate(c1))
         self.weight_feats = nn.ModuleList(Conv(inter, compress, 1, 1) for _ in c1)
@@ -91,7 +93,13 @@ class ASFF(nn.Module):
         fused = feats[0] * w[:, 0:1]
         for j in range(1, len(feats)):
             fused = fused + feats[j] * w[:, j : j + 1]
-        return self.expand(fused)
+        return self.gated(xs[self.level], self.expand(fused))
+
+    def identity_start(self):
+        """Start as the pass-through of the target level (needs c2 equal to that level's width)."""
+        if not self.identity_ok:
+            raise BlockArgumentError("ASFF: identity start needs the output width c2 to equal its target level's width")
+        return super().identity_start()
 
 
 class AFF(nn.Module):

@@ -1,0 +1,154 @@
+"""Structural weight transfer between YOLO models whose layer lists differ by inserted or swapped blocks.
+
+Ultralytics loads pretrained weights by exact key (``model.16.cv1.conv.weight``) and shape, so one inserted row
+shifts every later index and the neck and head stay untrained. Here the source's layers are matched to the target's
+by structure instead of by index:
+
+1. the two sequences of layer types are aligned (longest common runs, ``difflib``); runs the target inserted stay
+   new, and one-for-one swaps where either side is a yolo_attn block (Conv -> DCN, Conv -> SPDConv, C2f -> C2f_DCN,
+   Concat -> AFF, ...) are paired so that whatever fits transfers (a DCN keeps the conv weights and BN statistics);
+2. each pair's ``from`` wiring must agree once the target's inserted single-input layers are looked through;
+3. the source is re-indexed to the target's layer numbers and handed to Ultralytics' own ``load``, which keeps
+   tensors whose key and shape match, as always (so an SPDConv, whose conv has 4x the input width, stays new).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from dataclasses import dataclass, field
+
+import torch.nn as nn
+
+from .registry import BLOCKS
+
+_OURS = tuple(spec.cls for spec in BLOCKS.values())
+
+
+def layers_of(model) -> nn.Sequential | None:
+    """The YAML-built layer list of an Ultralytics model (``model.model``), or None if it has none."""
+    seq = getattr(model, "model", None)
+    if isinstance(seq, nn.Sequential) and all(hasattr(m, "f") and hasattr(m, "i") for m in seq):
+        return seq
+    return None
+
+
+def has_blocks(model) -> bool:
+    """Whether a model contains any yolo_attn block."""
+    return any(isinstance(m, _OURS) for m in model.modules())
+
+
+def _type(layer) -> str:
+    return getattr(layer, "type", None) or type(layer).__module__ + "." + type(layer).__name__
+
+
+def _is_ours(layer) -> bool:
+    return isinstance(layer, _OURS) or any(isinstance(m, _OURS) for m in layer.modules())
+
+
+def _sources(layer) -> list[int]:
+    """Absolute indices of the layers a layer reads."""
+    f = layer.f if isinstance(layer.f, (list, tuple)) else [layer.f]
+    return [layer.i + x if x < 0 else x for x in f]
+
+
+@dataclass
+class TransferPlan:
+    """Which source layer lands in which target layer."""
+
+    layer_map: dict[int, int]  # source layer index -> target layer index
+    new_layers: list[int]  # target layers that receive nothing
+    dropped: list[int]  # source layers with no place in the target
+    rewired: list[int] = field(default_factory=list)  # source layers paired by type whose wiring disagreed
+
+    @property
+    def identity(self) -> bool:
+        return not self.new_layers and not self.dropped and all(s == t for s, t in self.layer_map.items())
+
+    def key_map(self, source_keys) -> dict[str, str]:
+        """Source state-dict key -> target key, for every key of a mapped layer (``model.<i>.`` prefix rewritten)."""
+        out = {}
+        for k in source_keys:
+            parts = k.split(".", 2)
+            if len(parts) == 3 and parts[0] == "model" and parts[1].isdigit() and int(parts[1]) in self.layer_map:
+                out[k] = f"model.{self.layer_map[int(parts[1])]}.{parts[2]}"
+        return out
+
+
+def plan(source, target) -> TransferPlan:
+    """Match the layers of ``source`` to those of ``target`` by structure (types, wiring); see the module docstring."""
+    src, dst = layers_of(source), layers_of(target)
+    if src is None or dst is None:
+        raise ValueError("structural transfer needs two YAML-built Ultralytics models (with .model layer lists)")
+    a, b = [_type(m) for m in src], [_type(m) for m in dst]
+    pairs: dict[int, int] = {}
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if op == "equal":
+            pairs.update(zip(range(i1, i2), range(j1, j2)))
+        elif op == "replace" and i2 - i1 == j2 - j1:  # one-for-one swaps involving one of our blocks
+            pairs.update((i, j) for i, j in zip(range(i1, i2), range(j1, j2)) if _is_ours(src[i]) or _is_ours(dst[j]))
+
+    back = {t: s for s, t in pairs.items()}
+
+    def resolve(t: int):
+        """The source layer a target layer stands for, looking through inserted single-input layers; None = any."""
+        while t not in back:
+            f = dst[t].f
+            if not isinstance(f, int):
+                return None  # an inserted fusion of several layers: no single counterpart
+            t = t + f if f < 0 else f
+        return back[t]
+
+    rewired = []
+    for s, t in sorted(pairs.items()):
+        want = [resolve(x) for x in _sources(dst[t])] if t > 0 else [None]
+        have = _sources(src[s]) if s > 0 else [None]
+        if len(want) != len(have) or any(w is not None and w != h for w, h in zip(want, have)):
+            rewired.append(s)
+    for s in rewired:
+        del pairs[s]
+    placed = set(pairs.values())
+    return TransferPlan(
+        layer_map=pairs,
+        new_layers=[t for t in range(len(dst)) if t not in placed and any(True for _ in dst[t].parameters())],
+        dropped=[s for s in range(len(src)) if s not in pairs and any(True for _ in src[s].parameters())],
+        rewired=rewired,
+    )
+
+
+def reindexed(source, p: TransferPlan, target_len: int):
+    """A shallow copy of ``source`` whose layer list is laid out at the target's indices (placeholders elsewhere),
+    so that its state-dict keys are the target's. Shares the source's tensors."""
+    src = layers_of(source)
+    slots = [nn.Identity() for _ in range(target_len)]
+    for s, t in p.layer_map.items():
+        slots[t] = src[s]
+    proxy = copy.copy(source)
+    proxy._modules = dict(source._modules)
+    proxy._parameters = dict(source._parameters)
+    proxy._buffers = dict(source._buffers)
+    proxy.model = nn.Sequential(*slots)
+    return proxy
+
+
+def describe(p: TransferPlan, target, loaded: set[str], total: int) -> str:
+    """One log line: how many source tensors landed (``loaded``: target keys filled), and which target layers got
+    nothing (inserted blocks, and swapped layers where nothing fit)."""
+    dst = layers_of(target)
+    per_layer: dict[int, list[int]] = {}  # layer -> [tensors loaded, tensors in all]
+    for k in target.state_dict():
+        parts = k.split(".")
+        if parts[0] == "model" and parts[1].isdigit():
+            count = per_layer.setdefault(int(parts[1]), [0, 0])
+            count[0] += k in loaded
+            count[1] += 1
+    new = [t for t, (got, n) in sorted(per_layer.items()) if got == 0]
+    partly = [f"{t} ({type(dst[t]).__name__} {got}/{n})" for t, (got, n) in sorted(per_layer.items()) if 0 < got < n]
+    moved = sum(1 for s, t in p.layer_map.items() if s != t)
+    msg = f"yolo_attn: structural transfer placed {len(loaded)}/{total} source tensors ({moved} layers re-indexed); "
+    msg += "target layers left new: " + (", ".join(f"{t} ({type(dst[t]).__name__})" for t in new) or "none")
+    if partly:
+        msg += "; partly new: " + ", ".join(partly)
+    if p.dropped:
+        msg += f"; source layers without a place: {', '.join(map(str, p.dropped))}"
+    return msg
