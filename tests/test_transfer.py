@@ -1,0 +1,189 @@
+"""Pretrained weights survive inserted and swapped blocks: a base model trained one epoch on the COCO sample is loaded
+into every ready config; identity start reproduces the base model's predictions on real images."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from conftest import BIN, python, run
+
+import yolo_attn
+from yolo_attn import yamledit
+
+CONFIGS = sorted(p.name for p in Path(yolo_attn.MODEL_YAMLS).glob("*.yaml"))
+INSERTED = {"CA", "SimAM", "CBAM", "ASFF"}  # rows the ready configs add; every other row is a base row
+REPLACED_CONVS = 6  # SPDConv configs swap 6 strided convs (6 state tensors each: conv weight + 5 BN entries)
+
+
+@pytest.fixture(scope="session")
+def base_checkpoints(tmp_path_factory, sample_data) -> dict[str, Path]:
+    """Plain yolov8n and yolo11n trained one epoch on the repository's COCO sample with the `yolo` command."""
+    out = tmp_path_factory.mktemp("base")
+    for fam in ("yolov8n", "yolo11n"):
+        run(
+            [BIN / "yolo", "train", f"model={fam}.yaml", f"data={sample_data}", "epochs=1", "imgsz=160", "batch=8",
+             "device=cpu", "workers=0", "plots=False", f"project={out}", f"name={fam}", "exist_ok=True"],
+            out,
+        )  # fmt: skip
+    return {fam: out / fam / "weights" / "best.pt" for fam in ("yolov8n", "yolo11n")}
+
+
+def _checkpoint_model(path):
+    from ultralytics.nn.tasks import load_checkpoint
+
+    model, _ = load_checkpoint(str(path))
+    return model.float().eval()
+
+
+class _Log(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def _load_logged(target, source) -> list[str]:
+    from ultralytics.utils import LOGGER
+
+    h = _Log()
+    LOGGER.addHandler(h)
+    try:
+        target.load(source)
+    finally:
+        LOGGER.removeHandler(h)
+    return h.lines
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_transfer_into_every_ready_config(config, base_checkpoints):
+    from ultralytics.nn.tasks import DetectionModel
+
+    family = "yolov8n" if config.startswith("yolov8") else "yolo11n"
+    source = _checkpoint_model(base_checkpoints[family])
+    src_sd = {k: v.clone() for k, v in source.state_dict().items()}
+    target = DetectionModel(config.replace("-", "n-", 1), verbose=False)
+
+    # What should land where, derived from the YAML alone: drop the rows the config inserts, the rest are the base's
+    rows = target.yaml["backbone"] + target.yaml["head"]
+    kept = [i for i, r in enumerate(rows) if r[2] not in INSERTED]
+    assert len(kept) == len(source.model)
+    before = target.state_dict()
+    expected = {}
+    for k, v in src_sd.items():
+        _, i, rest = k.split(".", 2)
+        tk = f"model.{kept[int(i)]}.{rest}"
+        if tk in before and before[tk].shape == v.shape:
+            expected[tk] = v
+
+    log = _load_logged(target, source)
+    after = target.state_dict()
+    for tk, v in expected.items():
+        assert torch.equal(after[tk], v), tk
+    tag = config.split("-", 1)[1].removesuffix(".yaml")
+    counts = {"spdconv": len(src_sd) - 6 * REPLACED_CONVS, "aff": len(src_sd) - 4, "iaff": len(src_sd) - 4}
+    if not (tag == "dcn" and family == "yolo11n"):  # C3k2 -> C2f_DCN keeps only what fits; checked by `expected`
+        assert len(expected) == counts.get(tag, len(src_sd)), tag
+    line = next(x for x in log if x.startswith("yolo_attn: structural transfer"))
+    assert f"placed {len(expected)}/{len(src_sd)} source tensors" in line
+    left_new = line.split("left new: ")[1].split(";")[0]
+    inserted_with_params = [f"{r} ({rows[r][2]})" for r in range(len(rows)) if rows[r][2] in INSERTED - {"SimAM"}]
+    if inserted_with_params:
+        assert left_new == ", ".join(inserted_with_params)
+
+
+def test_plain_models_keep_ultralytics_behaviour(base_checkpoints):
+    from ultralytics.nn.tasks import DetectionModel
+
+    source = _checkpoint_model(base_checkpoints["yolov8n"])
+    target = DetectionModel("yolov8n.yaml", verbose=False)
+    log = _load_logged(target, source)
+    assert not any("yolo_attn" in x for x in log)
+    assert any(x.startswith(f"Transferred {len(source.state_dict())}/") for x in log)
+
+
+def _tensors(out) -> list[torch.Tensor]:
+    """Every tensor in a model output (train-mode heads return dicts or lists)."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    items = out.values() if isinstance(out, dict) else out if isinstance(out, (list, tuple)) else []
+    return [t for o in items for t in _tensors(o)]
+
+
+def _images(val_images, imgsz=160) -> torch.Tensor:
+    arr = np.stack([cv2.resize(cv2.imread(str(p)), (imgsz, imgsz))[..., ::-1] for p in val_images[:4]])
+    return torch.from_numpy(arr.copy()).permute(0, 3, 1, 2).float() / 255
+
+
+@pytest.mark.parametrize("config", ["yolov8-ca.yaml", "yolov8-simam.yaml", "yolov8-cbam.yaml", "yolov8-asff.yaml",
+                                    "yolo11-cbam.yaml", "yolo11-asff.yaml"])  # fmt: skip
+def test_identity_start_predicts_exactly_like_the_base(config, base_checkpoints, val_images, tmp_path):
+    from ultralytics.nn.tasks import DetectionModel
+
+    family = "yolov8n" if config.startswith("yolov8") else "yolo11n"
+    text = yamledit.add_identity_start((yolo_attn.MODEL_YAMLS / config).read_text())
+    path = tmp_path / config.replace("-", "n-", 1)
+    path.write_text(text)
+    source = _checkpoint_model(base_checkpoints[family])
+    target = DetectionModel(str(path), verbose=False)
+    gates = [m.gate for m in target.modules() if getattr(m, "gate", None) is not None]
+    assert len(gates) == 3 and all(g.item() == 0 for g in gates)
+    target.load(source)
+    target.eval()
+    x = _images(val_images)
+    with torch.no_grad():
+        ref, got = source(x)[0], target(x)[0]
+    assert (got - ref).abs().max() <= 1e-5
+    # the gates are trainable and the blocks are on the path to Detect
+    target.train()
+    loss = sum(t.float().square().mean() for t in _tensors(target(x)))
+    loss.backward()
+    assert all(g.grad is not None and g.grad.abs().sum() > 0 for g in gates)
+
+
+def test_dcn_config_starts_as_the_base_without_a_gate(base_checkpoints, val_images):
+    """C2f_DCN's offsets start at zero and its modulation at 1: after transfer it computes the base's convolutions."""
+    from ultralytics.nn.tasks import DetectionModel
+
+    source = _checkpoint_model(base_checkpoints["yolov8n"])
+    target = DetectionModel("yolov8n-dcn.yaml", verbose=False)
+    target.load(source)
+    x = _images(val_images)
+    with torch.no_grad():
+        ref, got = source.eval()(x)[0], target.eval()(x)[0]
+    # deform_conv2d sums in another order than conv2d: equal up to float rounding, relative to the output's range
+    assert (got - ref).abs().max() <= 1e-5 * ref.abs().max()
+
+
+@pytest.mark.slow
+def test_yolo_cli_pretrained_into_a_ready_config(base_checkpoints, sample_data, tmp_path):
+    p = run(
+        [BIN / "yolo", "train", "model=yolov8n-cbam.yaml", f"pretrained={base_checkpoints['yolov8n']}",
+         f"data={sample_data}", "epochs=1", "imgsz=160", "batch=8", "device=cpu", "workers=0", "plots=False",
+         f"project={tmp_path}", "name=ft"],
+        tmp_path,
+    )  # fmt: skip
+    out = p.stdout + p.stderr
+    assert "Transferred 355/373 items from pretrained weights" in out
+    assert "yolo_attn: structural transfer placed 355/355 source tensors" in out
+
+
+def test_python_api_load_and_train_pretrained(base_checkpoints, sample_data, tmp_path):
+    code = (
+        "from ultralytics import YOLO\n"
+        "m = YOLO('yolo11n-ca.yaml').load(r'%s')\n"
+        "m2 = YOLO('yolo11n-ca.yaml')\n"
+        "m2.train(pretrained=r'%s', data=r'%s', epochs=1, imgsz=96, batch=4, device='cpu', workers=0, plots=False,"
+        " project=r'%s', name='api', val=False)\n"
+    ) % (base_checkpoints["yolo11n"], base_checkpoints["yolo11n"], sample_data, tmp_path)
+    p = python(code, tmp_path)
+    out = p.stdout + p.stderr
+    n = len(_checkpoint_model(base_checkpoints["yolo11n"]).state_dict())
+    assert out.count(f"yolo_attn: structural transfer placed {n}/{n} source tensors") == 2, out[-3000:]

@@ -1,0 +1,271 @@
+"""The ``yolo-attn`` command: list blocks, inspect a model, insert or replace blocks in a model YAML.
+
+    yolo-attn list [--json]
+    yolo-attn info MODEL [--imgsz 640] [--base BASE] [--json]
+    yolo-attn insert BASE BLOCK (--after L1,L2 | --at ROLE,...) [--args "[...]"] (-o OUT | --in-place) [--identity-start]
+    yolo-attn replace BASE --layers L1,L2 --with BLOCK (-o OUT | --in-place)
+
+Errors print one line and exit with status 2 (set YOLO_ATTN_DEBUG=1 for the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import yaml
+
+from . import yamledit
+from .registry import BLOCKS
+
+
+class CliError(Exception):
+    """An error to report as one line."""
+
+
+def ready_configs() -> dict[str, list[str]]:
+    """Block name -> the shipped ready configs that use it."""
+    from .patch import MODEL_YAMLS
+
+    out: dict[str, list[str]] = {name: [] for name in BLOCKS}
+    for path in sorted(Path(MODEL_YAMLS).glob("*.yaml")):
+        d = yaml.safe_load(path.read_text())
+        used = {row[2] for row in d["backbone"] + d["head"]}
+        for name in used & set(out):
+            out[name].append(path.name)
+        if "C2f_DCN" in used:  # DCN is used through C2f_DCN
+            out["DCN"].append(path.name)
+    return out
+
+
+def cmd_list(args) -> None:
+    configs = ready_configs()
+    rows = [
+        {
+            "name": spec.name,
+            "kind": spec.kind,
+            "paper": spec.paper,
+            "yaml_args": spec.yaml_args,
+            "example": spec.example,
+            "class": f"{spec.cls.__module__}.{spec.cls.__name__}",
+            "ready_configs": configs[spec.name],
+        }
+        for spec in BLOCKS.values()
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        print(f"{r['name']:<9} {r['kind']:<9} {r['paper']}")
+        print(f"{'':<19} YAML row: {r['example']}   args {r['yaml_args']}")
+        print(f"{'':<19} ready configs: {', '.join(r['ready_configs']) or '-'}")
+
+
+def _load_model(spec: str):
+    """A DetectionModel from a YAML (path or bare name) or a checkpoint."""
+    from ultralytics.nn.tasks import DetectionModel, load_checkpoint
+
+    if spec.endswith(".pt"):
+        if not Path(spec).is_file():
+            raise CliError(f"no checkpoint {spec!r}")
+        model, _ = load_checkpoint(spec)
+        return model.float().eval(), model.yaml.get("yaml_file", "")
+    if not spec.endswith((".yaml", ".yml")):
+        raise CliError(f"MODEL must be a .yaml config or a .pt checkpoint, got {spec!r}")
+    try:
+        yamledit.resolve_base(spec)
+    except yamledit.YamlEditError as e:
+        raise CliError(str(e)) from None
+    return DetectionModel(spec, verbose=False).eval(), spec
+
+
+def _base_name(yaml_file: str) -> str | None:
+    """yolov8s-cbam.yaml -> yolov8s.yaml: the Ultralytics family config at the same scale."""
+    m = re.match(r"^(yolo(?:v)?\d+)([nslmx])?(-[\w-]+)?\.ya?ml$", Path(yaml_file).name)
+    if not m or not m.group(3):
+        return None
+    return f"{m.group(1)}{m.group(2) or ''}.yaml"
+
+
+def cmd_info(args) -> None:
+    from ultralytics.nn.tasks import DetectionModel
+    from ultralytics.utils.torch_utils import get_flops
+
+    from . import transfer
+
+    model, yaml_file = _load_model(args.model)
+
+    def summary(m):
+        return {
+            "layers": len(m.model),
+            "parameters": sum(p.numel() for p in m.parameters()),
+            "gflops": round(get_flops(m, args.imgsz), 3),
+        }
+
+    info = {"model": args.model, "yaml_file": yaml_file, "imgsz": args.imgsz, **summary(model)}
+    info["table"] = [
+        {"index": m.i, "from": m.f, "module": type(m).__name__, "parameters": sum(p.numel() for p in m.parameters())}
+        for m in model.model
+    ]
+    base_name = args.base or _base_name(yaml_file)
+    if base_name:
+        base = DetectionModel(base_name, nc=model.yaml.get("nc"), verbose=False).eval()
+        p = transfer.plan(base, model)
+        b = summary(base)
+        swapped = [
+            {"layer": t, "was": type(base.model[s]).__name__, "now": type(model.model[t]).__name__}
+            for s, t in sorted(p.layer_map.items())
+            if type(base.model[s]) is not type(model.model[t])
+        ]
+        placed = set(p.layer_map.values())
+        info["base"] = {
+            "config": base_name,
+            **b,
+            "added_layers": [{"layer": t, "module": type(model.model[t]).__name__} for t in range(len(model.model))
+                             if t not in placed],
+            "replaced_layers": swapped,
+            "removed_layers": [{"layer": s, "module": type(base.model[s]).__name__} for s in range(len(base.model))
+                               if s not in p.layer_map],
+            "parameters_delta": info["parameters"] - b["parameters"],
+            "gflops_delta": round(info["gflops"] - b["gflops"], 3),
+        }  # fmt: skip
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return
+    print(f"{args.model}: {info['layers']} layers, {info['parameters']:,} parameters, "
+          f"{info['gflops']} GFLOPs at imgsz {args.imgsz}")  # fmt: skip
+    print(f"{'':>3} {'from':>14} {'params':>10}  module")
+    for r in info["table"]:
+        print(f"{r['index']:>3} {str(r['from']):>14} {r['parameters']:>10,}  {r['module']}")
+    if "base" in info:
+        b = info["base"]
+        print(f"against {b['config']}: {b['parameters_delta']:+,} parameters, {b['gflops_delta']:+} GFLOPs")
+        for a in b["added_layers"]:
+            print(f"  + layer {a['layer']}: {a['module']}")
+        for r in b["replaced_layers"]:
+            print(f"  ~ layer {r['layer']}: {r['was']} -> {r['now']}")
+        for r in b["removed_layers"]:
+            print(f"  - base layer {r['layer']}: {r['module']}")
+    else:
+        print("no base family config to compare with (give one with --base)")
+
+
+def _int_list(text: str, what: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise CliError(f"{what} must be comma-separated layer indices such as 4,6,8, got {text!r}") from None
+
+
+def _edit(args, edit) -> None:
+    try:
+        src = yamledit.resolve_base(args.base)
+    except yamledit.YamlEditError as e:
+        raise CliError(str(e)) from None
+    out = src if args.in_place else Path(args.output) if args.output else None
+    if out is None:
+        raise CliError("give the output file with -o OUT.yaml (or --in-place to overwrite the input)")
+    if args.in_place:
+        from .patch import MODEL_YAMLS
+
+        if Path(MODEL_YAMLS) in src.resolve().parents or "site-packages" in src.parts:
+            raise CliError(f"refusing to edit the shipped config {src} in place; write a copy with -o")
+    elif out.resolve() == src.resolve():
+        raise CliError(f"-o {out} is the input file; use --in-place to overwrite it")
+    doc = yamledit.ModelYaml.load(src)
+    text, changes = edit(doc)
+    if getattr(args, "identity_start", False):
+        text = yamledit.add_identity_start(text)
+        changes.append("identity_start: true (inserted blocks start as the identity)")
+    text = f"# Made by: yolo-attn {' '.join(args.argv)}\n" + text
+    _check_builds(text, out)
+    out.write_text(text, encoding="utf-8")
+    print(f"wrote {out}")
+    for c in changes:
+        print(f"  {c}")
+
+
+def _check_builds(text: str, out: Path) -> None:
+    """The edited YAML must build (at its first scale) before it is written."""
+    from ultralytics.nn.tasks import DetectionModel
+
+    d = yaml.safe_load(text)
+    if d.get("scales"):
+        d["scale"] = next(iter(d["scales"]))
+    try:
+        DetectionModel(d, verbose=False)
+    except Exception as e:
+        raise CliError(f"the edited YAML does not build, nothing written to {out}: {e}") from None
+
+
+def cmd_insert(args) -> None:
+    if bool(args.after) == bool(args.at):
+        raise CliError("give the positions with exactly one of --after L1,L2,... or --at ROLE,...")
+
+    def edit(doc):
+        after = _int_list(args.after, "--after") if args.after else yamledit.resolve_roles(doc, args.at.split(","))
+        return yamledit.insert(doc, args.block, after, args.args)
+
+    _edit(args, edit)
+
+
+def cmd_replace(args) -> None:
+    _edit(args, lambda doc: yamledit.replace(doc, _int_list(args.layers, "--layers"), args.block))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="yolo-attn", description="yolo_attn: blocks from the literature for YOLO YAMLs")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("list", help="every registered block, its paper, YAML arguments and ready configs")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(run=cmd_list)
+
+    s = sub.add_parser("info", help="layers, parameters, GFLOPs of a YAML or checkpoint, and its difference to the base")
+    s.add_argument("model", help="a model YAML (path or bare name) or a .pt checkpoint")
+    s.add_argument("--imgsz", type=int, default=640, help="image size for GFLOPs (default 640)")
+    s.add_argument("--base", help="base config to compare with (default: the family config, e.g. yolov8n.yaml)")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(run=cmd_info)
+
+    for name, fn, text in (("insert", cmd_insert, "insert a channel-preserving block after layers"),
+                           ("replace", cmd_replace, "swap layers for a drop-in block")):  # fmt: skip
+        s = sub.add_parser(name, help=text)
+        s.add_argument("base", help="input YAML: a file, or a shipped config by bare name (yolov8.yaml, yolo11-ca.yaml)")
+        if name == "insert":
+            s.add_argument("block", help="block name, e.g. CBAM")
+            s.add_argument("--after", help="comma-separated layer indices of the input YAML")
+            s.add_argument("--at", help=f"comma-separated roles: {', '.join(yamledit.ROLES)}")
+            s.add_argument("--args", default="[]", help="the block's YAML args, e.g. '[16, 7]' (default [])")
+            s.add_argument("--identity-start", action="store_true", help="inserted blocks start as the identity")
+        else:
+            s.add_argument("--layers", required=True, help="comma-separated layer indices to swap")
+            s.add_argument("--with", dest="block", required=True, help="the drop-in block, e.g. DCN, SPDConv, AFF")
+        s.add_argument("-o", "--output", help="output YAML (the input is never overwritten without --in-place)")
+        s.add_argument("--in-place", action="store_true", help="overwrite the input file")
+        s.set_defaults(run=fn)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser().parse_args(argv)
+    args.argv = argv
+    try:
+        args.run(args)
+    except Exception as e:  # one line, not a traceback
+        if os.environ.get("YOLO_ATTN_DEBUG"):
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        known = isinstance(e, (CliError, yamledit.YamlEditError, ValueError, FileNotFoundError))
+        print(f"yolo-attn: error: {msg}" if known else f"yolo-attn: error: {type(e).__name__}: {msg}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,372 @@
+"""Edit Ultralytics model YAMLs: insert a block after layers, or swap a layer for a drop-in, renumbering ``from``.
+
+The text is edited line by line (one row per line, as Ultralytics writes them), so comments and layout survive:
+only the ``from`` field of rows whose wiring changes is rewritten, index comments (``# 12``, ``# 3-P3/8``) follow
+their row, and new rows are added under the row they follow. Inserting a block after layer L also redirects every
+layer that read L to read the block instead, so the block is on the path to Detect (an unused block would leave
+parameters without gradients, which breaks DDP).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .registry import BLOCKS, same_width, suggest
+
+POST_STAGE = {"SPPF", "SPP", "SPPELAN", "C2PSA", "C2fPSA", "PSA", "AIFI"}  # after the last stage, not a stage output
+ROLES = ("backbone-p2", "backbone-p3", "backbone-p4", "backbone-p5", "backbone-outputs",
+         "neck-p3", "neck-p4", "neck-p5", "neck-outputs")  # fmt: skip
+
+
+class YamlEditError(ValueError):
+    """A request the editor cannot carry out; the message says why."""
+
+
+@dataclass
+class Row:
+    line: int  # index into the document's lines
+    index: int  # layer index
+    head: str  # text before the row's '['
+    body: str  # the row '[from, n, module, args]'
+    tail: str  # text after it (comment)
+    f: int | list
+    n: int
+    module: str
+    args: list
+
+    def from_text(self) -> str:
+        return self.body[1 : _top_level_comma(self.body)].strip()
+
+    def text(self, f=None, module: str | None = None, args_text: str | None = None) -> str:
+        parts = _split_top(self.body[1:-1])
+        if f is not None:
+            parts[0] = " " + _fmt_from(f) if parts[0].startswith(" ") else _fmt_from(f)
+        if module is not None:
+            parts[2] = " " + module
+        if args_text is not None:
+            parts[3] = " " + args_text
+        return self.head + "[" + ",".join(parts) + "]" + self.tail
+
+
+def _fmt_from(f) -> str:
+    return str(f) if isinstance(f, int) else "[" + ", ".join(map(str, f)) + "]"
+
+
+def _split_top(s: str) -> list[str]:
+    """Split on commas at bracket depth 0, keeping each piece's spacing."""
+    parts, depth, quote, cur = [], 0, None, ""
+    for ch in s:
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+            continue
+        cur += ch
+    parts.append(cur)
+    return parts
+
+
+def _top_level_comma(body: str) -> int:
+    return 1 + len(_split_top(body[1:-1])[0])
+
+
+def _row_span(line: str) -> tuple[int, int] | None:
+    """(start, end) of a '- [ ... ]' row's bracket text in a line, or None."""
+    m = re.match(r"^(\s*-\s*)\[", line)
+    if not m:
+        return None
+    depth, quote = 0, None
+    for pos in range(m.end() - 1, len(line)):
+        ch = line[pos]
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+            if depth == 0:
+                return m.end() - 1, pos + 1
+    return None
+
+
+class ModelYaml:
+    """An Ultralytics model YAML as text plus its parsed rows."""
+
+    def __init__(self, text: str, source: str = "<text>"):
+        self.source = source
+        self.lines = text.splitlines(keepends=True)
+        if self.lines and not self.lines[-1].endswith("\n"):
+            self.lines[-1] += "\n"
+        self.data = yaml.safe_load(text) or {}
+        if not isinstance(self.data, dict) or not {"backbone", "head"} <= set(self.data):
+            raise YamlEditError(f"{source} is not an Ultralytics model YAML (no 'backbone' and 'head' lists)")
+        self.rows: list[Row] = []
+        section = None
+        for no, line in enumerate(self.lines):
+            key = re.match(r"^([A-Za-z_]\w*)\s*:", line)
+            if key:
+                section = key.group(1)
+                continue
+            span = _row_span(line) if section in ("backbone", "head") else None
+            if span:
+                body = line[span[0] : span[1]]
+                f, n, module, args = yaml.safe_load(body)
+                self.rows.append(Row(no, len(self.rows), line[: span[0]], body, line[span[1] :], f, n, module, args))
+        expected = len(self.data["backbone"]) + len(self.data["head"])
+        if len(self.rows) != expected:
+            raise YamlEditError(
+                f"{source}: found {len(self.rows)} one-line rows but the YAML has {expected} layers; the editor needs "
+                "each '- [from, repeats, module, args]' row on one line"
+            )
+        self.n_backbone = len(self.data["backbone"])
+
+    @classmethod
+    def load(cls, path: str | Path) -> ModelYaml:
+        return cls(Path(path).read_text(encoding="utf-8"), str(path))
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def sources(self, row: Row) -> list[int]:
+        """Absolute indices a row reads."""
+        f = row.f if isinstance(row.f, list) else [row.f]
+        return [row.index + x if x < 0 else x for x in f]
+
+    def detect_row(self) -> Row:
+        return self.rows[-1]
+
+
+def resolve_base(name: str | Path) -> Path:
+    """A YAML path: an existing file, a shipped Ultralytics or yolo_attn config by bare name (scale letter allowed)."""
+    p = Path(name)
+    if p.is_file():
+        return p
+    from ultralytics.utils.checks import check_yaml
+
+    from .patch import find_config
+
+    for candidate in (str(name), re.sub(r"(\d+)([nslmx])(.+)?$", r"\1\3", str(name))):
+        found = find_config(candidate) or check_yaml(candidate, hard=False)
+        if found:
+            return Path(found)
+    raise YamlEditError(f"no model YAML named {str(name)!r} (not a file, not a shipped Ultralytics or yolo_attn config)")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Probing a YAML: widths and strides of every layer
+# ----------------------------------------------------------------------------------------------------------------
+def probe(doc: ModelYaml) -> list[tuple[int, int]]:
+    """(nominal width, stride) of every layer: built at width 1 (no max_channels cap), depth 1 repeat, on a 64x64
+    input. Widths are the YAML's own numbers (rounded to multiples of 8), the ones a YAML row states."""
+    import copy
+
+    import torch
+    from ultralytics.nn.tasks import parse_model
+
+    d = copy.deepcopy(doc.data)
+    d.pop("scales", None)
+    d.update(depth_multiple=1e-3, width_multiple=1.0)
+    d["head"] = d["head"][:-1]  # Detect (or another head) is not needed for widths
+    model, _ = parse_model(d, ch=d.get("channels", 3), verbose=False)
+    model.eval()
+    size, outs = 64, []
+    x = torch.zeros(1, d.get("channels", 3), size, size)
+    with torch.no_grad():
+        for m in model:
+            inp = [outs[j] for j in m.f] if isinstance(m.f, list) else (x if m.f == -1 else outs[m.f])
+            x = m(inp)
+            outs.append(x)
+    return [(o.shape[1], size // o.shape[-1]) for o in outs]
+
+
+def resolve_roles(doc: ModelYaml, roles: list[str]) -> list[int]:
+    """Layer indices for role names (see ROLES), from the model's own strides; works for v8, 11 and 26 alike."""
+    info = probe(doc)
+    detect_in = doc.sources(doc.detect_row())
+    out = []
+    for role in roles:
+        if role not in ROLES:
+            close = suggest(role, list(ROLES))
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise YamlEditError(f"unknown role {role!r}{hint}; roles: {', '.join(ROLES)}")
+        part, level = role.split("-")
+        if level == "outputs":
+            out += [_stage_output(doc, info, k) for k in (3, 4, 5)] if part == "backbone" else detect_in
+            continue
+        stride = 2 ** int(level[1:])
+        if part == "backbone":
+            out.append(_stage_output(doc, info, int(level[1:])))
+        else:
+            hits = [i for i in detect_in if info[i][1] == stride]
+            if not hits:
+                raise YamlEditError(f"{doc.source}: no Detect input at stride {stride} for role {role}")
+            out.append(hits[0])
+    return out
+
+
+def _stage_output(doc: ModelYaml, info, level: int) -> int:
+    stride = 2**level
+    hits = [
+        r.index
+        for r in doc.rows[: doc.n_backbone]
+        if info[r.index][1] == stride and r.module.split(".")[-1] not in POST_STAGE
+    ]
+    if not hits:
+        raise YamlEditError(f"{doc.source}: the backbone has no layer at stride {stride} (P{level})")
+    return hits[-1]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Edits
+# ----------------------------------------------------------------------------------------------------------------
+def _block(name: str):
+    spec = BLOCKS.get(name)
+    if spec is None:
+        close = suggest(name, list(BLOCKS))
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise YamlEditError(f"unknown block {name!r}; {hint}blocks: {', '.join(BLOCKS)}")
+    return spec
+
+
+def _check_layers(doc: ModelYaml, layers: list[int], what: str) -> list[int]:
+    last = len(doc.rows) - 1
+    for x in layers:
+        if not isinstance(x, int) or not 0 <= x <= last:
+            raise YamlEditError(f"{what} {x!r} is not a layer of {doc.source} (layers 0..{last})")
+    if len(set(layers)) != len(layers):
+        raise YamlEditError(f"{what}s repeat a layer: {layers}")
+    return sorted(layers)
+
+
+def insert(doc: ModelYaml, block: str, after: list[int], args_text: str = "[]") -> tuple[str, list[str]]:
+    """Insert one ``block`` row after each layer in ``after``; returns (new text, what changed)."""
+    spec = _block(block)
+    if spec.rule is not same_width:
+        raise YamlEditError(
+            f"insert adds channel-preserving blocks ({', '.join(n for n, s in BLOCKS.items() if s.rule is same_width)}); "
+            f"{block} changes widths or fuses inputs: use 'replace', or a ready config (yolo-attn list)"
+        )
+    try:
+        args = yaml.safe_load(args_text)
+    except yaml.YAMLError as e:
+        raise YamlEditError(f"--args must be a YAML list such as '[16, 7]', got {args_text!r} ({e})") from None
+    if not isinstance(args, list):
+        raise YamlEditError(f"--args must be a YAML list such as '[16, 7]', got {args_text!r}")
+    after = _check_layers(doc, after, "position")
+    detect = doc.detect_row().index
+    if detect in after:
+        raise YamlEditError(f"layer {detect} is the {doc.detect_row().module} head; insert after a feature layer")
+
+    def new_index(old: int) -> int:
+        return old + sum(1 for s in after if s < old)
+
+    def new_target(old: int) -> int:  # readers of a layer that got a block now read the block
+        return new_index(old) + 1 if old in after else new_index(old)
+
+    changes, redirected = [], {}
+    lines = list(doc.lines)
+    for row in doc.rows:
+        fs = row.f if isinstance(row.f, list) else [row.f]
+        new = []
+        for x in fs:
+            old = row.index + x if x < 0 else x
+            t = new_target(old)
+            new.append(t - new_index(row.index) if x < 0 else t)
+            if old in after:
+                redirected.setdefault(old, []).append(new_index(row.index))
+        f_new = new if isinstance(row.f, list) else new[0]
+        text = row.text(f=f_new) if f_new != row.f else lines[row.line]
+        lines[row.line] = _renumber_comment(text, row.index, new_index(row.index))
+    args_yaml = "[" + ", ".join(map(_fmt_arg, args)) + "]"
+    for s in reversed(after):
+        row, idx = doc.rows[s], new_index(s) + 1
+        note = f"# {idx} {block} after layer {new_index(s)} (yolo-attn insert)"
+        lines.insert(row.line + 1, f"{row.head}[-1, 1, {block}, {args_yaml}] {note}\n")
+    for s in after:
+        readers = ", ".join(map(str, sorted(set(redirected.get(s, [])))))
+        changes.append(f"inserted {block} as layer {new_index(s) + 1} after layer {new_index(s)} (was {s}); "
+                       f"layers reading it: {readers or 'none'}")
+    moved = sum(1 for r in doc.rows if new_index(r.index) != r.index)
+    changes.append(f"renumbered {moved} later layers; every absolute 'from' updated")
+    return "".join(lines), changes
+
+
+def _fmt_arg(a) -> str:
+    return yaml.safe_dump(a, default_flow_style=True).strip().removesuffix("...").strip() if not isinstance(a, str) else a
+
+
+def _renumber_comment(line: str, old: int, new: int) -> str:
+    """'... # 12 (P3/8)' -> '... # 13 (P3/8)' when the comment starts with the row's old index."""
+    if old == new:
+        return line
+    return re.sub(rf"(#\s*){old}(?=\D|$)", rf"\g<1>{new}", line, count=1)
+
+
+DROP_INS = {
+    ("Conv", "DCN"): "same args",
+    ("Conv", "SPDConv"): "same args; the Conv must be strided",
+    ("C2f", "C2f_DCN"): "same args",
+    ("C3k2", "C2f_DCN"): "[c2, c3k, e, g, shortcut] -> [c2, shortcut, g, e]",
+    ("Concat", "AFF"): "[c2] = the second input's width, [] when both are equal",
+    ("Concat", "iAFF"): "[c2] = the second input's width, [] when both are equal",
+}
+
+
+def replace(doc: ModelYaml, layers: list[int], block: str) -> tuple[str, list[str]]:
+    """Swap each listed layer for the drop-in ``block``; returns (new text, what changed)."""
+    _block(block)
+    layers = _check_layers(doc, layers, "layer")
+    widths = None
+    lines, changes = list(doc.lines), []
+    for i in layers:
+        row = doc.rows[i]
+        old = row.module.split(".")[-1]
+        if (old, block) not in DROP_INS:
+            known = ", ".join(f"{a} -> {b}" for a, b in DROP_INS)
+            raise YamlEditError(f"layer {i} is {old}; no drop-in {old} -> {block} (known: {known})")
+        args = list(row.args)
+        if block == "SPDConv":
+            stride = args[2] if len(args) > 2 else 1
+            if not isinstance(stride, int) or stride < 2:
+                raise YamlEditError(f"layer {i} is a stride-{stride} Conv; SPDConv replaces strided convs")
+            new_args = _row_args_text(row)
+        elif old == "C3k2":
+            c2, c3k, e, g, shortcut = (args + [False, 0.5, 1, True][len(args) - 1 :])[:5]
+            new_args = f"[{_fmt_arg(c2)}, {shortcut}, {g}, {e}]"
+        elif old == "Concat":
+            if not isinstance(row.f, list) or len(row.f) != 2:
+                raise YamlEditError(f"layer {i} concatenates {row.f!r}; {block} fuses exactly two inputs")
+            widths = widths or probe(doc)
+            a, b = (widths[x][0] for x in doc.sources(row))
+            new_args = "[]" if a == b else f"[{b}]"
+        else:
+            new_args = _row_args_text(row)
+        lines[row.line] = row.text(module=block, args_text=new_args)
+        changes.append(f"layer {i}: {old} {_row_args_text(row)} -> {block} {new_args}")
+    return "".join(lines), changes
+
+
+def _row_args_text(row: Row) -> str:
+    return _split_top(row.body[1:-1])[3].strip()
+
+
+def add_identity_start(text: str) -> str:
+    """Set ``identity_start: true`` at the top level (replacing an existing value)."""
+    if re.search(r"(?m)^identity_start\s*:", text):
+        return re.sub(r"(?m)^identity_start\s*:.*$", "identity_start: true # inserted blocks start as the identity", text)
+    m = re.search(r"(?m)^nc\s*:.*\n", text)
+    at = m.end() if m else 0
+    return text[:at] + "identity_start: true # inserted blocks start as the identity (yolo_attn)\n" + text[at:]
