@@ -40,6 +40,16 @@ def python(code: str, cwd: Path, **kw) -> subprocess.CompletedProcess:
     return run([BIN / "python", "-c", code], cwd, **kw)
 
 
+def tensors_of(out) -> list:
+    """Every tensor in a model output (train-mode heads return nested dicts and lists)."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return [out]
+    items = out.values() if isinstance(out, dict) else out if isinstance(out, (list, tuple)) else []
+    return [t for o in items for t in tensors_of(o)]
+
+
 @pytest.fixture(scope="session")
 def sample_data(tmp_path_factory) -> Path:
     """A private copy of the repository's 16-image COCO sample (Ultralytics writes label caches beside it)."""

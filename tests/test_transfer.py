@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import BIN, python, run
+from conftest import BIN, python, run, tensors_of
 
 import yolo_attn
 from yolo_attn import yamledit
@@ -109,14 +109,6 @@ def test_plain_models_keep_ultralytics_behaviour(base_checkpoints):
     assert any(x.startswith(f"Transferred {len(source.state_dict())}/") for x in log)
 
 
-def _tensors(out) -> list[torch.Tensor]:
-    """Every tensor in a model output (train-mode heads return dicts or lists)."""
-    if isinstance(out, torch.Tensor):
-        return [out]
-    items = out.values() if isinstance(out, dict) else out if isinstance(out, (list, tuple)) else []
-    return [t for o in items for t in _tensors(o)]
-
-
 def _images(val_images, imgsz=160) -> torch.Tensor:
     arr = np.stack([cv2.resize(cv2.imread(str(p)), (imgsz, imgsz))[..., ::-1] for p in val_images[:4]])
     return torch.from_numpy(arr.copy()).permute(0, 3, 1, 2).float() / 255
@@ -143,7 +135,7 @@ def test_identity_start_predicts_exactly_like_the_base(config, base_checkpoints,
     assert (got - ref).abs().max() <= 1e-5
     # the gates are trainable and the blocks are on the path to Detect
     target.train()
-    loss = sum(t.float().square().mean() for t in _tensors(target(x)))
+    loss = sum(t.float().square().mean() for t in tensors_of(target(x)))
     loss.backward()
     assert all(g.grad is not None and g.grad.abs().sum() > 0 for g in gates)
 
