@@ -30,6 +30,8 @@ def test_wheel_contents(wheel):
     assert not [n for n in names if n.lower().endswith((".jpg", ".png", ".txt")) or n.startswith(("data/", "tests/"))]
     meta = next(wheel.read(n).decode() for n in names if n.endswith(".dist-info/METADATA"))
     assert "Name: yolo-attn" in meta and "Requires-Dist: ultralytics<8.5,>=8.4" in meta
+    entry = next(wheel.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt"))
+    assert "yolo-attn = yolo_attn.cli:main" in entry
 
 
 def test_tests_run_against_an_up_to_date_install():

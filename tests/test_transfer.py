@@ -99,6 +99,22 @@ def test_transfer_into_every_ready_config(config, base_checkpoints):
         assert left_new == ", ".join(inserted_with_params)
 
 
+def test_transfer_from_a_model_with_blocks_into_a_plain_one(base_checkpoints):
+    """The other direction: a yolov8n-cbam (holding the base's weights) loads into plain yolov8n, CBAMs dropped."""
+    from ultralytics.nn.tasks import DetectionModel
+
+    base = _checkpoint_model(base_checkpoints["yolov8n"])
+    with_blocks = DetectionModel("yolov8n-cbam.yaml", verbose=False)
+    with_blocks.load(base)
+    plain = DetectionModel("yolov8n.yaml", verbose=False)
+    log = _load_logged(plain, with_blocks)
+    want = base.state_dict()
+    assert all(torch.equal(v, want[k]) for k, v in plain.state_dict().items())
+    line = next(x for x in log if x.startswith("yolo_attn: structural transfer"))
+    n, total = len(want), len(with_blocks.state_dict())
+    assert f"placed {n}/{total} source tensors" in line and "source layers without a place: 5, 8, 11" in line
+
+
 def test_plain_models_keep_ultralytics_behaviour(base_checkpoints):
     from ultralytics.nn.tasks import DetectionModel
 

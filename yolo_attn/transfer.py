@@ -90,21 +90,25 @@ def plan(source, target) -> TransferPlan:
 
     back = {t: s for s, t in pairs.items()}
 
-    def resolve(t: int):
-        """The source layer a target layer stands for, looking through inserted single-input layers; None = any."""
-        while t not in back:
-            f = dst[t].f
+    def resolve(layers, i: int, mapped) -> int | None:
+        """Look through unpaired single-input layers (blocks one side inserted) to a paired layer; None = any."""
+        while i not in mapped:
+            if i <= 0:
+                return None  # reached the input image
+            f = layers[i].f
             if not isinstance(f, int):
-                return None  # an inserted fusion of several layers: no single counterpart
-            t = t + f if f < 0 else f
-        return back[t]
+                return None  # an unpaired fusion of several layers: no single counterpart
+            i = i + f if f < 0 else f
+        return i
 
-    rewired = []
-    for s, t in sorted(pairs.items()):
-        want = [resolve(x) for x in _sources(dst[t])] if t > 0 else [None]
-        have = _sources(src[s]) if s > 0 else [None]
-        if len(want) != len(have) or any(w is not None and w != h for w, h in zip(want, have)):
-            rewired.append(s)
+    def same_wiring(s: int, t: int) -> bool:
+        if s == 0 or t == 0:
+            return s == t == 0
+        have = [resolve(src, x, pairs) for x in _sources(src[s])]
+        want = [back.get(x) for x in (resolve(dst, x, back) for x in _sources(dst[t]))]
+        return len(have) == len(want) and all(h is None or w is None or h == w for h, w in zip(have, want))
+
+    rewired = [s for s, t in sorted(pairs.items()) if not same_wiring(s, t)]
     for s in rewired:
         del pairs[s]
     placed = set(pairs.values())
