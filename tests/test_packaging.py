@@ -27,7 +27,9 @@ def test_wheel_contents(wheel):
     assert yamls == {f"yolo_attn/model_yamls/{p.name}" for p in (REPO / "model_yamls").glob("*.yaml")}
     assert {"_yolo_attn_hook.py", "yolo_attn_activate.pth", "yolo_attn/__init__.py", "yolo_attn/patch.py"} <= names
     assert wheel.read("yolo_attn_activate.pth").decode().strip() == "import _yolo_attn_hook"
-    assert not [n for n in names if n.lower().endswith((".jpg", ".png", ".txt")) or n.startswith(("data/", "tests/"))]
+    data = [n for n in names if n.lower().endswith((".jpg", ".png")) or n.startswith(("data/", "tests/"))]
+    labels = [n for n in names if n.endswith(".txt") and ".dist-info/" not in n]
+    assert not data and not labels
     meta = next(wheel.read(n).decode() for n in names if n.endswith(".dist-info/METADATA"))
     assert "Name: yolo-attn" in meta and "Requires-Dist: ultralytics<8.5,>=8.4" in meta
     entry = next(wheel.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt"))

@@ -220,3 +220,10 @@ def test_info_yaml_and_checkpoint(tmp_path, sample_data):
     ckpt = tmp_path / "ck" / "weights" / "last.pt"
     text = cli("info", ckpt, cwd=tmp_path).stdout
     assert "against yolov8n.yaml: +0 parameters" in text and "+ layer 5: SimAM" in text
+
+
+def test_edited_file_takes_a_scale_letter(tmp_path):
+    cli("insert", "yolov8.yaml", "CBAM", "--at", "backbone-outputs", "-o", tmp_path / "yolov8-mycbam.yaml", cwd=tmp_path)
+    code = "from ultralytics import YOLO; m = YOLO('yolov8s-mycbam.yaml'); print(m.model.yaml['scale'], m.model.model[5].type)"
+    out = run([BIN / "python", "-c", code], tmp_path).stdout.split()
+    assert out[-2:] == ["s", "yolo_attn.modules.attention.CBAM"]
