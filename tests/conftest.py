@@ -68,3 +68,34 @@ def ready_configs() -> list[str]:
     import yolo_attn
 
     return sorted(p.name for p in Path(yolo_attn.MODEL_YAMLS).glob("*.yaml"))
+
+
+@pytest.fixture(scope="session")
+def base_checkpoints(tmp_path_factory, sample_data) -> dict:
+    """Plain yolov8n and yolo11n trained one epoch on the repository's COCO sample with the `yolo` command."""
+    out = tmp_path_factory.mktemp("base")
+    for fam in ("yolov8n", "yolo11n"):
+        run(
+            [BIN / "yolo", "train", f"model={fam}.yaml", f"data={sample_data}", "epochs=1", "imgsz=160", "batch=8",
+             "device=cpu", "workers=0", "plots=False", f"project={out}", f"name={fam}", "exist_ok=True"],
+            out,
+        )  # fmt: skip
+    return {fam: out / fam / "weights" / "best.pt" for fam in ("yolov8n", "yolo11n")}
+
+
+def checkpoint_model(path):
+    """The model of an Ultralytics checkpoint, fp32, eval mode."""
+    from ultralytics.nn.tasks import load_checkpoint
+
+    model, _ = load_checkpoint(str(path))
+    return model.float().eval()
+
+
+def coco_batch(images, imgsz: int = 160):
+    """The first four images resized to imgsz x imgsz, RGB, 0-1, as a (4, 3, imgsz, imgsz) float tensor."""
+    import cv2
+    import numpy as np
+    import torch
+
+    arr = np.stack([cv2.resize(cv2.imread(str(p)), (imgsz, imgsz))[..., ::-1] for p in images[:4]])
+    return torch.from_numpy(arr.copy()).permute(0, 3, 1, 2).float() / 255

@@ -6,12 +6,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 import torch
 
-from conftest import BIN, python, run, tensors_of
+from conftest import BIN, checkpoint_model, coco_batch, python, run, tensors_of
 
 import yolo_attn
 from yolo_attn import yamledit
@@ -21,24 +19,6 @@ INSERTED = {"CA", "SimAM", "CBAM", "ASFF"}  # rows the ready configs add; every 
 REPLACED_CONVS = 6  # SPDConv configs swap 6 strided convs (6 state tensors each: conv weight + 5 BN entries)
 
 
-@pytest.fixture(scope="session")
-def base_checkpoints(tmp_path_factory, sample_data) -> dict[str, Path]:
-    """Plain yolov8n and yolo11n trained one epoch on the repository's COCO sample with the `yolo` command."""
-    out = tmp_path_factory.mktemp("base")
-    for fam in ("yolov8n", "yolo11n"):
-        run(
-            [BIN / "yolo", "train", f"model={fam}.yaml", f"data={sample_data}", "epochs=1", "imgsz=160", "batch=8",
-             "device=cpu", "workers=0", "plots=False", f"project={out}", f"name={fam}", "exist_ok=True"],
-            out,
-        )  # fmt: skip
-    return {fam: out / fam / "weights" / "best.pt" for fam in ("yolov8n", "yolo11n")}
-
-
-def _checkpoint_model(path):
-    from ultralytics.nn.tasks import load_checkpoint
-
-    model, _ = load_checkpoint(str(path))
-    return model.float().eval()
 
 
 class _Log(logging.Handler):
@@ -67,7 +47,7 @@ def test_transfer_into_every_ready_config(config, base_checkpoints):
     from ultralytics.nn.tasks import DetectionModel
 
     family = "yolov8n" if config.startswith("yolov8") else "yolo11n"
-    source = _checkpoint_model(base_checkpoints[family])
+    source = checkpoint_model(base_checkpoints[family])
     src_sd = {k: v.clone() for k, v in source.state_dict().items()}
     target = DetectionModel(config.replace("-", "n-", 1), verbose=False)
 
@@ -103,7 +83,7 @@ def test_transfer_from_a_model_with_blocks_into_a_plain_one(base_checkpoints):
     """The other direction: a yolov8n-cbam (holding the base's weights) loads into plain yolov8n, CBAMs dropped."""
     from ultralytics.nn.tasks import DetectionModel
 
-    base = _checkpoint_model(base_checkpoints["yolov8n"])
+    base = checkpoint_model(base_checkpoints["yolov8n"])
     with_blocks = DetectionModel("yolov8n-cbam.yaml", verbose=False)
     with_blocks.load(base)
     plain = DetectionModel("yolov8n.yaml", verbose=False)
@@ -118,16 +98,11 @@ def test_transfer_from_a_model_with_blocks_into_a_plain_one(base_checkpoints):
 def test_plain_models_keep_ultralytics_behaviour(base_checkpoints):
     from ultralytics.nn.tasks import DetectionModel
 
-    source = _checkpoint_model(base_checkpoints["yolov8n"])
+    source = checkpoint_model(base_checkpoints["yolov8n"])
     target = DetectionModel("yolov8n.yaml", verbose=False)
     log = _load_logged(target, source)
     assert not any("yolo_attn" in x for x in log)
     assert any(x.startswith(f"Transferred {len(source.state_dict())}/") for x in log)
-
-
-def _images(val_images, imgsz=160) -> torch.Tensor:
-    arr = np.stack([cv2.resize(cv2.imread(str(p)), (imgsz, imgsz))[..., ::-1] for p in val_images[:4]])
-    return torch.from_numpy(arr.copy()).permute(0, 3, 1, 2).float() / 255
 
 
 @pytest.mark.parametrize("config", ["yolov8-ca.yaml", "yolov8-simam.yaml", "yolov8-cbam.yaml", "yolov8-asff.yaml",
@@ -139,13 +114,13 @@ def test_identity_start_predicts_exactly_like_the_base(config, base_checkpoints,
     text = yamledit.add_identity_start((yolo_attn.MODEL_YAMLS / config).read_text())
     path = tmp_path / config.replace("-", "n-", 1)
     path.write_text(text)
-    source = _checkpoint_model(base_checkpoints[family])
+    source = checkpoint_model(base_checkpoints[family])
     target = DetectionModel(str(path), verbose=False)
     gates = [m.gate for m in target.modules() if getattr(m, "gate", None) is not None]
     assert len(gates) == 3 and all(g.item() == 0 for g in gates)
     target.load(source)
     target.eval()
-    x = _images(val_images)
+    x = coco_batch(val_images)
     with torch.no_grad():
         ref, got = source(x)[0], target(x)[0]
     assert (got - ref).abs().max() <= 1e-5
@@ -160,10 +135,10 @@ def test_dcn_config_starts_as_the_base_without_a_gate(base_checkpoints, val_imag
     """C2f_DCN's offsets start at zero and its modulation at 1: after transfer it computes the base's convolutions."""
     from ultralytics.nn.tasks import DetectionModel
 
-    source = _checkpoint_model(base_checkpoints["yolov8n"])
+    source = checkpoint_model(base_checkpoints["yolov8n"])
     target = DetectionModel("yolov8n-dcn.yaml", verbose=False)
     target.load(source)
-    x = _images(val_images)
+    x = coco_batch(val_images)
     with torch.no_grad():
         ref, got = source.eval()(x)[0], target.eval()(x)[0]
     # deform_conv2d sums in another order than conv2d: equal up to float rounding, relative to the output's range
@@ -193,5 +168,5 @@ def test_python_api_load_and_train_pretrained(base_checkpoints, sample_data, tmp
     ) % (base_checkpoints["yolo11n"], base_checkpoints["yolo11n"], sample_data, tmp_path)
     p = python(code, tmp_path)
     out = p.stdout + p.stderr
-    n = len(_checkpoint_model(base_checkpoints["yolo11n"]).state_dict())
+    n = len(checkpoint_model(base_checkpoints["yolo11n"]).state_dict())
     assert out.count(f"yolo_attn: structural transfer placed {n}/{n} source tensors") == 2, out[-3000:]

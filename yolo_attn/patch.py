@@ -19,6 +19,9 @@ keeping the original in ``__wrapped__``:
    the source or the target has yolo_attn blocks (``yolo_attn.transfer``); plain models keep Ultralytics' behaviour.
 4. yolo_attn's classes are added to torch's safe globals so ``ULTRALYTICS_SAFE_LOAD=1`` loads our checkpoints.
 
+Besides ``tasks``, an ``on_export_start`` callback is added to Ultralytics' default callbacks (``yolo_attn.export``):
+ONNX DeformConv for DCN, and clear errors for formats a block cannot be exported to.
+
 If a hook point is missing, ``UltralyticsHookError`` names the installed Ultralytics version and the supported
 range. Set ``YOLO_ATTN_DISABLE=1`` to stop the automatic activation at start-up (see ``_yolo_attn_hook``).
 """
@@ -335,6 +338,24 @@ def _patch_load(tasks) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Export
+# ----------------------------------------------------------------------------------------------------------------
+def _add_export_callback() -> None:
+    """Add ``yolo_attn.export.on_export_start`` to Ultralytics' default callbacks (copied into every Exporter)."""
+    from . import export
+
+    try:
+        from ultralytics.utils.callbacks.base import default_callbacks
+    except ImportError as e:
+        raise _hook_error(f"ultralytics.utils.callbacks.base.default_callbacks is missing ({e})") from e
+    hooks = default_callbacks.get("on_export_start")
+    if not isinstance(hooks, list):
+        raise _hook_error("Ultralytics' default callbacks have no 'on_export_start' list")
+    if export.on_export_start not in hooks:
+        hooks.append(export.on_export_start)
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Checkpoints
 # ----------------------------------------------------------------------------------------------------------------
 def checkpoint_classes() -> list[type]:
@@ -371,6 +392,7 @@ def activate() -> None:
         _patch_parse_model(tasks)
         _patch_check_yaml(tasks)
         _patch_load(tasks)
+        _add_export_callback()
         _register_safe_globals()
         _active = True
 

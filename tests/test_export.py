@@ -1,0 +1,111 @@
+"""Export every ready config with the real `yolo export` command; run the ONNX files in onnxruntime and the
+TorchScript files in torch on real COCO images, against the PyTorch model with the same weights."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import BIN, checkpoint_model, coco_batch, run
+
+import yolo_attn
+from yolo_attn.modules import DCN
+
+CONFIGS = sorted(p.name for p in Path(yolo_attn.MODEL_YAMLS).glob("*.yaml"))
+IMGSZ = 160
+
+
+@pytest.fixture(scope="module")
+def checkpoints(base_checkpoints, tmp_path_factory) -> dict[str, Path]:
+    """Each ready config (n scale) with the trained base weights transferred and its own blocks given non-trivial
+    weights (DCN offsets moved off zero, so the deformable sampling really matters), saved as a checkpoint."""
+    from ultralytics.nn.tasks import DetectionModel
+
+    out = tmp_path_factory.mktemp("ckpt")
+    made = {}
+    torch.manual_seed(0)
+    for config in CONFIGS:
+        family = "yolov8n" if config.startswith("yolov8") else "yolo11n"
+        model = DetectionModel(config.replace("-", "n-", 1), verbose=False)
+        model.load(checkpoint_model(base_checkpoints[family]), verbose=False)
+        for m in model.modules():
+            if isinstance(m, DCN):
+                torch.nn.init.normal_(m.offset_mask.weight, std=0.05)
+        path = out / config.replace(".yaml", ".pt")
+        torch.save({"model": copy.deepcopy(model).half(), "train_args": {}}, path)
+        made[config] = path
+    return made
+
+
+def reference(ckpt: Path, x: torch.Tensor) -> np.ndarray:
+    """The PyTorch model's predictions, fused for inference as Ultralytics exports it."""
+    net = checkpoint_model(ckpt).fuse(verbose=False)
+    with torch.no_grad():
+        return net(x)[0].numpy()
+
+
+def assert_same_predictions(got: np.ndarray, ref: np.ndarray) -> None:
+    """fp32: max abs difference <= 1e-4 on class scores (0..1); box coordinates are pixels (up to imgsz), where 1e-4
+    is below one float32 step, so they are held to 1e-4 relative."""
+    assert got.shape == ref.shape
+    err = np.abs(got - ref)
+    assert err[:, 4:].max() <= 1e-4, err[:, 4:].max()
+    assert (err[:, :4] <= 1e-4 * np.maximum(1.0, np.abs(ref[:, :4]))).all(), err[:, :4].max()
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_onnx_export_runs_in_onnxruntime(config, checkpoints, val_images, tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    ckpt = tmp_path / checkpoints[config].name
+    ckpt.write_bytes(checkpoints[config].read_bytes())
+    run([BIN / "yolo", "export", f"model={ckpt}", "format=onnx", f"imgsz={IMGSZ}"], tmp_path)
+    path = ckpt.with_suffix(".onnx")
+    graph = onnx.load(str(path))
+    ops = {n.op_type for n in graph.graph.node}
+    if "dcn" in config:
+        assert "DeformConv" in ops and graph.opset_import[0].version >= 19
+    x = coco_batch(val_images, IMGSZ)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    got = np.concatenate([sess.run(None, {name: x[i : i + 1].numpy()})[0] for i in range(len(x))])
+    assert_same_predictions(got, reference(ckpt, x))
+
+
+@pytest.mark.parametrize("config", ["yolov8-dcn.yaml", "yolo11-asff.yaml", "yolov8-iaff.yaml", "yolo11-cbam.yaml"])
+def test_torchscript_export(config, checkpoints, val_images, tmp_path):
+    ckpt = tmp_path / checkpoints[config].name
+    ckpt.write_bytes(checkpoints[config].read_bytes())
+    run([BIN / "yolo", "export", f"model={ckpt}", "format=torchscript", f"imgsz={IMGSZ}"], tmp_path)
+    ts = torch.jit.load(str(ckpt.with_suffix(".torchscript")))
+    x = coco_batch(val_images, IMGSZ)[:1]  # traced at batch 1
+    with torch.no_grad():
+        got = ts(x)
+    got = (got[0] if isinstance(got, (list, tuple)) else got).numpy()
+    assert_same_predictions(got, reference(ckpt, x))
+
+
+def test_export_from_a_yaml_name(tmp_path):
+    run([BIN / "yolo", "export", "model=yolov8n-dcn.yaml", "format=onnx", f"imgsz={IMGSZ}"], tmp_path)
+    assert (tmp_path / "yolov8n-dcn.onnx").is_file()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["format=onnx", "opset=17"], "DCN (layer 4 (C2f_DCN), layer 6 (C2f_DCN), layer 8 (C2f_DCN)) exports as ONNX "
+                                      "DeformConv, which needs opset >= 19; got opset=17"),
+        (["format=tflite"], "DCN (layer 4 (C2f_DCN), layer 6 (C2f_DCN), layer 8 (C2f_DCN)) cannot be exported to format="),
+        (["format=coreml"], "cannot be exported to format=coreml"),
+    ],
+)  # fmt: skip
+def test_formats_that_cannot_carry_dcn_fail_clearly(args, message, tmp_path):
+    p = run([BIN / "yolo", "export", "model=yolov8n-dcn.yaml", *args, f"imgsz={IMGSZ}"], tmp_path, check=False)
+    assert p.returncode != 0
+    out = p.stdout + p.stderr
+    assert "yolo_attn: DCN (layer 4 (C2f_DCN)" in out and message in out
