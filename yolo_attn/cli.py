@@ -4,6 +4,8 @@
     yolo-attn info MODEL [--imgsz 640] [--base BASE] [--json]
     yolo-attn insert BASE BLOCK (--after L1,L2 | --at ROLE,...) [--args "[...]"] (-o OUT | --in-place) [--identity-start]
     yolo-attn replace BASE --layers L1,L2 --with BLOCK (-o OUT | --in-place)
+    yolo-attn bench-map [--configs A,B] [--data DATA.yaml] [--epochs 3] [--imgsz 320] [--pretrained PT] [--out DIR]
+    yolo-attn viz MODEL IMAGE [--imgsz 640] [--out DIR]
 
 Errors print one line and exit with status 2 (set YOLO_ATTN_DEBUG=1 for the traceback).
 """
@@ -217,6 +219,26 @@ def cmd_replace(args) -> None:
     _edit(args, lambda doc: yamledit.replace(doc, _int_list(args.layers, "--layers"), args.block))
 
 
+def cmd_bench_map(args) -> None:
+    from . import benchmap
+
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()] if args.configs else benchmap.default_configs()
+    rows = benchmap.run(configs, args.data, args.epochs, args.imgsz, args.batch, Path(args.out), args.device,
+                        args.workers, args.pretrained, args.seed)  # fmt: skip
+    print((Path(args.out) / "bench_map.md").read_text())
+    print(f"wrote {Path(args.out) / 'bench_map.md'}, bench_map.csv, bench_map.png ({len(rows)} runs)")
+
+
+def cmd_viz(args) -> None:
+    from . import viz
+
+    if not Path(args.image).is_file():
+        raise CliError(f"no image {args.image!r}")
+    model, _ = _load_model(args.model)
+    written = viz.visualize(model, args.image, args.out, args.imgsz)
+    print(f"wrote {len(written) - 1} attention maps and {written[-1]}")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="yolo-attn", description="yolo_attn: blocks from the literature for YOLO YAMLs")
     sub = p.add_subparsers(dest="command", required=True)
@@ -231,6 +253,26 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--base", help="base config to compare with (default: the family config, e.g. yolov8n.yaml)")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(run=cmd_info)
+
+    s = sub.add_parser("bench-map", help="train and validate several configs on a COCO subset; table and plot")
+    s.add_argument("--configs", help="comma-separated configs (default: yolov8n.yaml and every ready yolov8n config)")
+    s.add_argument("--data", help="data YAML (default ../shared/datasets/coco128.yaml: train2017 / val2017)")
+    s.add_argument("--epochs", type=int, default=3)
+    s.add_argument("--imgsz", type=int, default=320)
+    s.add_argument("--batch", type=int, default=16)
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--workers", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--pretrained", help="checkpoint to fine-tune from (structural transfer into each config)")
+    s.add_argument("--out", default="runs/bench-map", help="output folder (default runs/bench-map)")
+    s.set_defaults(run=cmd_bench_map)
+
+    s = sub.add_parser("viz", help="every attention block's map overlaid on an image (PNGs and a grid)")
+    s.add_argument("model", help="a model YAML (path or bare name) or a .pt checkpoint")
+    s.add_argument("image", help="an image file")
+    s.add_argument("--imgsz", type=int, default=640)
+    s.add_argument("--out", default="runs/viz", help="output folder (default runs/viz)")
+    s.set_defaults(run=cmd_viz)
 
     for name, fn, text in (("insert", cmd_insert, "insert a channel-preserving block after layers"),
                            ("replace", cmd_replace, "swap layers for a drop-in block")):  # fmt: skip

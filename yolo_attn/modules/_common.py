@@ -65,6 +65,11 @@ class IdentityStart(nn.Module):
         super().__init__()
         self.register_parameter("gate", None)
 
+    def __setstate__(self, state):
+        """Checkpoints pickled before the gate existed load with no gate (the paper's block)."""
+        super().__setstate__(state)
+        self._parameters.setdefault("gate", None)
+
     def identity_start(self):
         """Arm the zero-initialised gate (idempotent); returns self."""
         if self.gate is None:

@@ -44,13 +44,18 @@ class CA(IdentityStart):
         self.conv_h = nn.Conv2d(mid, c1, 1)
         self.conv_w = nn.Conv2d(mid, c1, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def weights(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(g^h (B, C, H, 1), g^w (B, C, 1, W))."""
         h, w = x.shape[2], x.shape[3]
         zh = x.mean(3, keepdim=True)  # (B, C, H, 1)
         zw = x.mean(2, keepdim=True).transpose(2, 3)  # (B, C, W, 1)
         f = self.act(self.bn(self.conv1(torch.cat((zh, zw), 2))))  # (B, mid, H + W, 1)
         fh, fw = torch.split(f, (h, w), 2)
-        return self.gated(x, x * self.conv_h(fh).sigmoid() * self.conv_w(fw.transpose(2, 3)).sigmoid())
+        return self.conv_h(fh).sigmoid(), self.conv_w(fw.transpose(2, 3)).sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gh, gw = self.weights(x)
+        return self.gated(x, x * gh * gw)
 
 
 class SimAM(IdentityStart):
@@ -74,11 +79,15 @@ class SimAM(IdentityStart):
         super().__init__()
         self.e_lambda = check_float("SimAM", "e_lambda", e_lambda)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def weights(self, x: torch.Tensor) -> torch.Tensor:
+        """sigmoid(1/e) per neuron, (B, C, H, W)."""
         n = max(x.shape[2] * x.shape[3] - 1, 1)
         d = (x - x.mean((2, 3), keepdim=True)).pow(2)
         e_inv = d / (4 * (d.sum((2, 3), keepdim=True) / n + self.e_lambda)) + 0.5
-        return self.gated(x, x * e_inv.sigmoid())
+        return e_inv.sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gated(x, x * self.weights(x))
 
 
 class CBAMChannelAttention(nn.Module):

@@ -68,6 +68,14 @@ class ASFF(IdentityStart):
         return nn.Sequential(*pools, Conv(c_in, c_out, 3, 2))
 
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        feats, w = self.level_weights(xs)
+        fused = feats[0] * w[:, 0:1]
+        for j in range(1, len(feats)):
+            fused = fused + feats[j] * w[:, j : j + 1]
+        return self.gated(xs[self.level], self.expand(fused))
+
+    def level_weights(self, xs: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The resized levels x^{n->l} and their per-pixel softmax weights a (B, N, H_l, W_l)."""
         if len(xs) != len(self.resize):
             raise BlockInputError(f"{layer_name(self)}: expected {len(self.resize)} inputs, got {len(xs)}")
         size = xs[self.level].shape[-2:]
@@ -89,11 +97,7 @@ class ASFF(IdentityStart):
                     "half the size of the previous one"
                 )
             feats.append(y)
-        w = self.weight_levels(torch.cat([f(y) for f, y in zip(self.weight_feats, feats)], 1)).softmax(1)
-        fused = feats[0] * w[:, 0:1]
-        for j in range(1, len(feats)):
-            fused = fused + feats[j] * w[:, j : j + 1]
-        return self.gated(xs[self.level], self.expand(fused))
+        return feats, self.weight_levels(torch.cat([f(y) for f, y in zip(self.weight_feats, feats)], 1)).softmax(1)
 
     def identity_start(self):
         """Start as the pass-through of the target level (needs c2 equal to that level's width)."""
@@ -146,10 +150,19 @@ class AFF(nn.Module):
             )
         return self.align[0](xs[0]), self.align[1](xs[1])
 
+    def weights(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        """The final mixing weight M of the first input, (B, c2, H, W)."""
+        x, y = self._inputs(xs)
+        return self._mix(x, y)[1]
+
+    def _mix(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x - y, M)."""
+        return x - y, self.attention[0].weights(x + y)
+
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
         x, y = self._inputs(xs)
-        m = self.attention[0].weights(x + y)
-        return y + m * (x - y)  # = m * x + (1 - m) * y
+        diff, m = self._mix(x, y)
+        return y + m * diff  # = m * x + (1 - m) * y
 
 
 class iAFF(AFF):
@@ -162,8 +175,7 @@ class iAFF(AFF):
 
     n_attention = 2
 
-    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
-        x, y = self._inputs(xs)
+    def _mix(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         diff = x - y
         s = y + self.attention[0].weights(x + y) * diff
-        return y + self.attention[1].weights(s) * diff
+        return diff, self.attention[1].weights(s)

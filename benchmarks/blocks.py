@@ -1,0 +1,270 @@
+"""Block and model benchmarks, one command; writes benchmarks/results/blocks.md and blocks.png.
+
+    .venv/bin/python benchmarks/blocks.py [--repeats 15] [--threads 2] [--out benchmarks/results]
+
+Per registered block, at typical YOLO feature shapes (1x128x80x80, 1x256x40x40, 1x512x20x20): parameters, FLOPs
+(torch's FlopCounterMode: convolutions and matrix products), forward and forward+backward latency (median of
+--repeats after warm-up, threads pinned), memory (bytes autograd saves for backward on CPU; peak allocated on CUDA),
+and the latency as a ratio to the one-pass floor (``x * 2`` on the same tensor) measured in the same run. Where
+another maintained implementation of a block is installed (Ultralytics' CBAM; timm's CBAM/SE/ECA/GC if timm is), it
+is timed side by side on the same input. Per ready yolov8n config: parameters, GFLOPs at 640 (Ultralytics' counter),
+CPU inference latency, each as a ratio to plain yolov8n measured in the same run (interleaved). With a CUDA GPU the
+blocks are also measured there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+SHAPES = [(1, 128, 80, 80), (1, 256, 40, 40), (1, 512, 20, 20)]
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def median_ms(fn, device, repeats: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e3
+
+
+def make(name: str, shape, device):
+    """The block and its input for a (1, C, H, W) shape. Fusion blocks get a pyramid (ASFF: C at H, H/2, H/4) or two
+    maps of that shape (AFF, iAFF); conv replacements map C -> C (SPDConv, DCN s=1 keep the description simple)."""
+    from yolo_attn.registry import BLOCKS
+
+    spec = BLOCKS[name]
+    b, c, h, w = shape
+    x = torch.randn(shape, device=device)
+    rule = spec.rule.__name__
+    if name == "ASFF":
+        m = spec.cls([c, c, c], c, 0)
+        x = [x, torch.randn(b, c, h // 2, w // 2, device=device), torch.randn(b, c, h // 4, w // 4, device=device)]
+    elif rule == "fused_width_or_equal":
+        m, x = spec.cls([c, c], c), [x, torch.randn(shape, device=device)]
+    elif rule == "conv_width_repeat":
+        m = spec.cls(c, c, 1)
+    elif rule == "conv_width":
+        m = spec.cls(c, c)
+    else:
+        m = spec.cls(c)
+    return m.to(device), x
+
+
+def flops(m, x) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        m(x)
+    return counter.get_total_flops()
+
+
+def memory_mb(m, x, device) -> float:
+    """CUDA: peak allocated during forward+backward. CPU: bytes autograd saves for backward."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        m(x).sum().backward()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel() * t.element_size()) or t, lambda t: t):
+        y = m(x)
+    y.sum().backward()
+    return sum(saved) / 2**20
+
+
+def bench_blocks(device, repeats: int) -> list[dict]:
+    from yolo_attn.registry import BLOCKS
+
+    rows = []
+    for name in BLOCKS:
+        for shape in SHAPES:
+            torch.manual_seed(0)
+            m, x = make(name, shape, device)
+            xs = x if isinstance(x, list) else [x]
+            floor = median_ms(lambda: xs[0] * 2, device, repeats)
+            m.eval()
+            with torch.no_grad():
+                fwd = median_ms(lambda: m(x), device, repeats)
+            m.train()
+
+            def step():
+                m.zero_grad(set_to_none=True)
+                m(x).sum().backward()
+
+            params = sum(p.numel() for p in m.parameters())
+            for t in xs:
+                t.requires_grad_(params == 0)  # parameter-free blocks: let backward reach the input
+            bwd = median_ms(step, device, max(3, repeats // 2))
+            rows.append(
+                {
+                    "block": name,
+                    "shape": "x".join(map(str, shape)),
+                    "params": params,
+                    "gflops": flops(m.eval(), x) / 1e9,
+                    "fwd_ms": fwd,
+                    "fwd_bwd_ms": bwd,
+                    "floor_ms": floor,
+                    "memory_mb": memory_mb(m.train(), x, device),
+                }
+            )
+            print(f"  {device.type} {name:<8} {rows[-1]['shape']:<12} fwd {fwd:8.2f} ms  fwd+bwd {bwd:8.2f} ms", flush=True)
+    return rows
+
+
+def others(device, repeats: int) -> list[dict]:
+    """Other maintained implementations of the same blocks, timed side by side with ours on the same input."""
+    from ultralytics.nn.modules.conv import CBAM as UltralyticsCBAM
+
+    from yolo_attn.modules import CBAM
+
+    pairs = [("CBAM", "ultralytics.nn.modules.CBAM (no MLP, no max-pool)", CBAM, lambda c: UltralyticsCBAM(c, 7))]
+    try:
+        import timm.layers as tl
+
+        from yolo_attn.registry import BLOCKS
+
+        pairs.append(("CBAM", "timm.layers.CbamModule", CBAM, lambda c: tl.CbamModule(c)))
+        for ours, theirs in (("SE", "SEModule"), ("ECA", "EcaModule"), ("GCBlock", "GlobalContext")):
+            if ours in BLOCKS:
+                pairs.append((ours, f"timm.layers.{theirs}", BLOCKS[ours].cls, getattr(tl, theirs)))
+    except ImportError:
+        pass
+    rows = []
+    for name, label, ours_cls, make_theirs in pairs:
+        for shape in SHAPES:
+            x = torch.randn(shape, device=device)
+            a, b = ours_cls(shape[1]).to(device).eval(), make_theirs(shape[1]).to(device).eval()
+            with torch.no_grad():
+                ta, tb = [], []
+                for _ in range(3):  # interleaved rounds: drift hits both alike
+                    ta.append(median_ms(lambda: a(x), device, repeats))
+                    tb.append(median_ms(lambda: b(x), device, repeats))
+            rows.append({"block": name, "other": label, "shape": "x".join(map(str, shape)),
+                         "ours_ms": min(ta), "other_ms": min(tb)})  # fmt: skip
+    return rows
+
+
+def bench_models(repeats: int, imgsz: int = 640) -> list[dict]:
+    from ultralytics.nn.tasks import DetectionModel
+    from ultralytics.utils.torch_utils import get_flops
+
+    import yolo_attn
+
+    names = ["yolov8n.yaml"] + [p.name.replace("-", "n-", 1) for p in sorted(yolo_attn.MODEL_YAMLS.glob("yolov8-*.yaml"))]
+    models = {n: DetectionModel(n, verbose=False).eval().fuse(verbose=False) for n in names}
+    x = torch.rand(1, 3, imgsz, imgsz)
+    times = {n: [] for n in names}
+    with torch.no_grad():
+        for _ in range(3):  # interleaved rounds
+            for n, m in models.items():
+                times[n].append(median_ms(lambda: m(x), x.device, max(3, repeats // 3)))
+    rows = []
+    for n, m in models.items():
+        rows.append({"config": n, "params": sum(p.numel() for p in m.parameters()),
+                     "gflops": get_flops(m, imgsz), "ms": min(times[n])})  # fmt: skip
+    base = rows[0]
+    for r in rows:
+        r.update(params_x=r["params"] / base["params"], gflops_x=r["gflops"] / base["gflops"], ms_x=r["ms"] / base["ms"])
+    return rows
+
+
+def chart(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    blocks = list(dict.fromkeys(r["block"] for r in rows))
+    shapes = list(dict.fromkeys(r["shape"] for r in rows))
+    fig, ax = plt.subplots(figsize=(12, 4.5))
+    width = 0.8 / len(shapes)
+    for k, shape in enumerate(shapes):
+        vals = [next(r["fwd_ms"] / r["floor_ms"] for r in rows if r["block"] == b and r["shape"] == shape) for b in blocks]
+        ax.bar([i + k * width for i in range(len(blocks))], vals, width, label=shape)
+    ax.set_xticks([i + width * (len(shapes) - 1) / 2 for i in range(len(blocks))], blocks)
+    ax.set_yscale("log")
+    ax.set_ylabel("forward latency / (x * 2) floor")
+    ax.set_title("yolo_attn blocks, CPU forward latency as a multiple of one read+write pass (lower is better)")
+    ax.legend(title="input shape")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def markdown(env: str, block_rows, other_rows, model_rows, gpu_rows) -> str:
+    out = ["# yolo_attn benchmarks", "", env, ""]
+    for title, rows in (("Blocks, CPU", block_rows), ("Blocks, CUDA", gpu_rows)):
+        if not rows:
+            continue
+        out += [f"## {title}", "", "| block | input | params | GFLOPs | fwd ms | fwd+bwd ms | fwd / floor | memory MB |",
+                "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        out += [f"| {r['block']} | {r['shape']} | {r['params']:,} | {r['gflops']:.3f} | {r['fwd_ms']:.2f} | "
+                f"{r['fwd_bwd_ms']:.2f} | {r['fwd_ms'] / r['floor_ms']:.1f}x | {r['memory_mb']:.1f} |" for r in rows]
+        out += ["", "floor: `x * 2` on the block's (first) input, same run. Memory on CPU: bytes autograd saves for "
+                "backward; on CUDA: peak allocated during forward+backward. GFLOPs count convolutions and matrix "
+                "products (torch FlopCounterMode); DCN's deformable sampling is counted as its convolution.", ""]  # fmt: skip
+    if other_rows:
+        out += ["## Other implementations, same input, CPU", "", "| block | other | input | ours ms | other ms | ours / other |",
+                "|---|---|---|---:|---:|---:|"]  # fmt: skip
+        out += [f"| {r['block']} | {r['other']} | {r['shape']} | {r['ours_ms']:.3f} | {r['other_ms']:.3f} | "
+                f"{r['ours_ms'] / r['other_ms']:.2f} |" for r in other_rows]
+        out += ["", "Ultralytics' CBAM is not the paper's (no shared MLP, no max-pooled descriptors): it does less work.", ""]
+    out += ["## Ready yolov8n configs, CPU, imgsz 640, batch 1, fused", "",
+            "| config | params | x yolov8n | GFLOPs | x yolov8n | latency ms | x yolov8n |", "|---|---:|---:|---:|---:|---:|---:|"]
+    out += [f"| {r['config']} | {r['params']:,} | {r['params_x']:.3f} | {r['gflops']:.2f} | {r['gflops_x']:.3f} | "
+            f"{r['ms']:.1f} | {r['ms_x']:.2f} |" for r in model_rows]  # fmt: skip
+    out += ["", "Ratios are measured side by side in one run (interleaved rounds, best round's median). Ultralytics' "
+            "GFLOPs counter does not see torchvision's deform_conv2d, so the DCN row's GFLOPs are too low.", ""]
+    return "\n".join(out)
+
+
+def main(argv=None) -> str:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    ap.add_argument("--out", default=str(Path(__file__).with_name("results")))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    import ultralytics
+
+    import yolo_attn  # noqa: F401
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    env = (f"{time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, {args.threads} threads, "
+           f"torch {torch.__version__}, ultralytics {ultralytics.__version__}, Python {sys.version.split()[0]}, "
+           f"median of {args.repeats} after warm-up.")  # fmt: skip
+    cpu = torch.device("cpu")
+    block_rows = bench_blocks(cpu, args.repeats)
+    other_rows = others(cpu, args.repeats)
+    model_rows = bench_models(args.repeats)
+    gpu_rows = bench_blocks(torch.device("cuda"), args.repeats) if torch.cuda.is_available() else []
+    text = markdown(env, block_rows, other_rows, model_rows, gpu_rows)
+    (out / "blocks.md").write_text(text)
+    chart(block_rows, out / "blocks.png")
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
