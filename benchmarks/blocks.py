@@ -211,7 +211,7 @@ def chart(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def markdown(env: str, block_rows, other_rows, model_rows, gpu_rows) -> str:
+def markdown(env: str, block_rows, other_rows, model_rows, gpu_rows, imgsz: int = 640) -> str:
     out = ["# yolo_attn benchmarks", "", env, ""]
     for title, rows in (("Blocks, CPU", block_rows), ("Blocks, CUDA", gpu_rows)):
         if not rows:
@@ -229,7 +229,7 @@ def markdown(env: str, block_rows, other_rows, model_rows, gpu_rows) -> str:
         out += [f"| {r['block']} | {r['other']} | {r['shape']} | {r['ours_ms']:.3f} | {r['other_ms']:.3f} | "
                 f"{r['ours_ms'] / r['other_ms']:.2f} |" for r in other_rows]
         out += ["", "Ultralytics' CBAM is not the paper's (no shared MLP, no max-pooled descriptors): it does less work.", ""]
-    out += ["## Ready yolov8n configs, CPU, imgsz 640, batch 1, fused", "",
+    out += [f"## Ready yolov8n configs, CPU, imgsz {imgsz}, batch 1, fused", "",
             "| config | params | x yolov8n | GFLOPs | x yolov8n | latency ms | x yolov8n |", "|---|---:|---:|---:|---:|---:|---:|"]
     out += [f"| {r['config']} | {r['params']:,} | {r['params_x']:.3f} | {r['gflops']:.2f} | {r['gflops_x']:.3f} | "
             f"{r['ms']:.1f} | {r['ms_x']:.2f} |" for r in model_rows]  # fmt: skip
@@ -243,7 +243,11 @@ def main(argv=None) -> str:
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--out", default=str(Path(__file__).with_name("results")))
+    ap.add_argument("--quick", action="store_true", help="one small shape, models at imgsz 160 (a smoke run)")
     args = ap.parse_args(argv)
+    global SHAPES
+    if args.quick:
+        SHAPES = [(1, 32, 16, 16)]
     torch.set_num_threads(args.threads)
     import ultralytics
 
@@ -257,9 +261,9 @@ def main(argv=None) -> str:
     cpu = torch.device("cpu")
     block_rows = bench_blocks(cpu, args.repeats)
     other_rows = others(cpu, args.repeats)
-    model_rows = bench_models(args.repeats)
+    model_rows = bench_models(args.repeats, 160 if args.quick else 640)
     gpu_rows = bench_blocks(torch.device("cuda"), args.repeats) if torch.cuda.is_available() else []
-    text = markdown(env, block_rows, other_rows, model_rows, gpu_rows)
+    text = markdown(env, block_rows, other_rows, model_rows, gpu_rows, 160 if args.quick else 640)
     (out / "blocks.md").write_text(text)
     chart(block_rows, out / "blocks.png")
     print(text)

@@ -49,6 +49,7 @@ def run(configs: list[str], data: str | None, epochs: int, imgsz: int, batch: in
     from ultralytics.utils import LOGGER, TQDM
     from ultralytics.utils.torch_utils import get_flops
 
+    out = out.resolve()  # Ultralytics re-roots a relative project= under runs/<task>/
     out.mkdir(parents=True, exist_ok=True)
     data_yaml = resolve_data(data, out)
     yolo = shutil.which("yolo") or str(Path(sys.executable).with_name("yolo"))
