@@ -73,7 +73,7 @@ def _hook_error(what: str) -> UltralyticsHookError:
 # What the patched parse_model calls
 # ----------------------------------------------------------------------------------------------------------------
 class ParserHooks:
-    """The three calls the patched ``parse_model`` makes into yolo_attn (bound into it as ``_yolo_attn``)."""
+    """What the patched ``parse_model`` calls into yolo_attn (bound into it as the closure variable ``_yolo_attn``)."""
 
     def __init__(self):
         self.by_class = {spec.cls: spec for spec in registry.BLOCKS.values()}
