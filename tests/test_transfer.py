@@ -170,3 +170,16 @@ def test_python_api_load_and_train_pretrained(base_checkpoints, sample_data, tmp
     out = p.stdout + p.stderr
     n = len(checkpoint_model(base_checkpoints["yolo11n"]).state_dict())
     assert out.count(f"yolo_attn: structural transfer placed {n}/{n} source tensors") == 2, out[-3000:]
+
+
+def test_identity_start_arms_only_layer_blocks(tmp_path, val_images):
+    """AFF's MS-CAMs are used through weights(): gates there would be parameters without gradients (breaks DDP)."""
+    from ultralytics.nn.tasks import DetectionModel
+
+    for config, gates in (("yolov8-aff.yaml", 0), ("yolov8-iaff.yaml", 0), ("yolov8-cbam.yaml", 3)):
+        path = tmp_path / config.replace("-", "n-", 1)
+        path.write_text(yamledit.add_identity_start((yolo_attn.MODEL_YAMLS / config).read_text()))
+        model = DetectionModel(str(path), verbose=False).train()
+        assert sum(1 for n, _ in model.named_parameters() if n.endswith(".gate")) == gates, config
+        sum(t.float().square().mean() for t in tensors_of(model(coco_batch(val_images, 64)))).backward()
+        assert not [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None], config

@@ -111,9 +111,11 @@ class ParserHooks:
         return spec.build_args(layer)
 
     def built(self, module, d: dict) -> None:
-        """After construction: arm the identity start of our blocks when the YAML asks for it."""
+        """After construction: arm the identity start of the layer's blocks when the YAML asks for it. Only the layer
+        itself (or its repeats), not blocks nested inside it: AFF's MS-CAMs are used through ``weights()``, so gates
+        there would be parameters without gradients."""
         if d.get("identity_start"):
-            for m in module.modules():
+            for m in module if isinstance(module, torch.nn.Sequential) else [module]:
                 if isinstance(m, IdentityStart):
                     m.identity_start()
 
