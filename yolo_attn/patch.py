@@ -316,9 +316,9 @@ def structural_load(model, weights, verbose: bool, original) -> None:
     original(model, proxy, verbose)
     if verbose:
         from ultralytics.utils import LOGGER
+        from ultralytics.utils.torch_utils import intersect_dicts  # the match Ultralytics' load applies
 
-        got, mine = proxy.state_dict(), model.state_dict()
-        loaded = {k for k, v in got.items() if k in mine and v.shape == mine[k].shape}
+        loaded = set(intersect_dicts(proxy.state_dict(), model.state_dict()))
         LOGGER.info(transfer.describe(p, model, loaded, total))
 
 
@@ -416,6 +416,12 @@ def deactivate() -> None:
 
         if getattr(tasks.BaseModel.load, MARK, False):
             tasks.BaseModel.load = tasks.BaseModel.load.__wrapped__
+        from ultralytics.utils.callbacks.base import default_callbacks
+
+        from . import export
+
+        if export.on_export_start in default_callbacks.get("on_export_start", []):
+            default_callbacks["on_export_start"].remove(export.on_export_start)
         for name in ("parse_model", "check_yaml"):
             fn = getattr(tasks, name)
             if getattr(fn, MARK, False):

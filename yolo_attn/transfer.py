@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import difflib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch.nn as nn
 
@@ -57,22 +57,7 @@ class TransferPlan:
     """Which source layer lands in which target layer."""
 
     layer_map: dict[int, int]  # source layer index -> target layer index
-    new_layers: list[int]  # target layers that receive nothing
-    dropped: list[int]  # source layers with no place in the target
-    rewired: list[int] = field(default_factory=list)  # source layers paired by type whose wiring disagreed
-
-    @property
-    def identity(self) -> bool:
-        return not self.new_layers and not self.dropped and all(s == t for s, t in self.layer_map.items())
-
-    def key_map(self, source_keys) -> dict[str, str]:
-        """Source state-dict key -> target key, for every key of a mapped layer (``model.<i>.`` prefix rewritten)."""
-        out = {}
-        for k in source_keys:
-            parts = k.split(".", 2)
-            if len(parts) == 3 and parts[0] == "model" and parts[1].isdigit() and int(parts[1]) in self.layer_map:
-                out[k] = f"model.{self.layer_map[int(parts[1])]}.{parts[2]}"
-        return out
+    dropped: list[int]  # source layers with parameters and no place in the target
 
 
 def plan(source, target) -> TransferPlan:
@@ -108,15 +93,10 @@ def plan(source, target) -> TransferPlan:
         want = [back.get(x) for x in (resolve(dst, x, back) for x in _sources(dst[t]))]
         return len(have) == len(want) and all(h is None or w is None or h == w for h, w in zip(have, want))
 
-    rewired = [s for s, t in sorted(pairs.items()) if not same_wiring(s, t)]
-    for s in rewired:
-        del pairs[s]
-    placed = set(pairs.values())
+    pairs = {s: t for s, t in pairs.items() if same_wiring(s, t)}
     return TransferPlan(
         layer_map=pairs,
-        new_layers=[t for t in range(len(dst)) if t not in placed and any(True for _ in dst[t].parameters())],
         dropped=[s for s in range(len(src)) if s not in pairs and any(True for _ in src[s].parameters())],
-        rewired=rewired,
     )
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .modules import AFF, ASFF, CA, CBAM, MSCAM, SimAM
+from .registry import BLOCKS
 
 
 def block_map(module, inputs, output) -> tuple[torch.Tensor, str]:
@@ -35,7 +36,6 @@ def block_map(module, inputs, output) -> tuple[torch.Tensor, str]:
     return output.float().mean(1)[0], "channel-weighted activation (mean over channels of the output)"
 
 
-ATTENTION = (CA, SimAM, CBAM, MSCAM, AFF, ASFF)
 
 
 def letterbox(path: str | Path, imgsz: int) -> tuple[np.ndarray, torch.Tensor]:
@@ -81,9 +81,11 @@ def visualize(model, image: str | Path, out: str | Path, imgsz: int = 640, tile:
     boxed, x = letterbox(image, imgsz)
     model = model.float().eval()
     layers = [m for m in getattr(model, "model", [])]
-    targets = [(layer, m) for layer in layers for m in layer.modules() if isinstance(m, ATTENTION)]
+    kinds = tuple(spec.cls for spec in BLOCKS.values() if spec.kind in ("attention", "fusion"))
+    targets = [(layer, m) for layer in layers for m in layer.modules() if isinstance(m, kinds)]
     if not targets:
-        raise ValueError("the model has no attention block to visualise (CA, SimAM, CBAM, MSCAM, AFF, iAFF, ASFF)")
+        names = ", ".join(spec.name for spec in BLOCKS.values() if spec.cls in kinds)
+        raise ValueError(f"the model has no attention block to visualise ({names})")
     captured = []
     hooks = [m.register_forward_hook(lambda mod, inp, o, layer=layer: captured.append((layer, mod, inp, o)))
              for layer, m in targets]  # fmt: skip

@@ -38,9 +38,6 @@ class Row:
     module: str
     args: list
 
-    def from_text(self) -> str:
-        return self.body[1 : _top_level_comma(self.body)].strip()
-
     def text(self, f=None, module: str | None = None, args_text: str | None = None) -> str:
         parts = _split_top(self.body[1:-1])
         if f is not None:
@@ -75,10 +72,6 @@ def _split_top(s: str) -> list[str]:
         cur += ch
     parts.append(cur)
     return parts
-
-
-def _top_level_comma(body: str) -> int:
-    return 1 + len(_split_top(body[1:-1])[0])
 
 
 def _row_span(line: str) -> tuple[int, int] | None:

@@ -49,7 +49,6 @@ class ASFF(IdentityStart):
             raise BlockArgumentError(f"ASFF: level must be an index into 'from' (0..{n - 1}), got {level!r}")
         check_int("ASFF", "compress", compress)
         self.level = level
-        self.identity_ok = c2 == c1[level]
         inter = c1[level]
         self.resize = nn.ModuleList(self._resizer(c, inter, j - level) for j, c in enumerate(c1))
         self.weight_feats = nn.ModuleList(Conv(inter, compress, 1, 1) for _ in c1)
@@ -101,7 +100,7 @@ class ASFF(IdentityStart):
 
     def identity_start(self):
         """Start as the pass-through of the target level (needs c2 equal to that level's width)."""
-        if not self.identity_ok:
+        if self.expand.conv.out_channels != self.expand.conv.in_channels:  # c2 != the target level's width
             raise BlockArgumentError("ASFF: identity start needs the output width c2 to equal its target level's width")
         return super().identity_start()
 
