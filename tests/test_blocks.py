@@ -3,13 +3,16 @@ equations written independently of the implementation (other primitives, propert
 
 from __future__ import annotations
 
+import importlib
 import math
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from yolo_attn.modules import AFF, ASFF, CA, CBAM, DCN, MSCAM, SPD, C2f_DCN, SimAM, SPDConv, iAFF
+from yolo_attn.modules._common import IdentityStart
 from yolo_attn.modules.conv import space_to_depth
 
 torch.manual_seed(0)
@@ -68,6 +71,13 @@ for _level in range(3):
         lambda b, h, w, lv=_level: (b, 24, up(h, lv), up(w, lv)),
     )
 
+# Blocks of the other families register their cases in tests/test_blocks_<family>.py (a CASES dict in the same
+# format); the contract tests below run on all of them.
+for _path in sorted(Path(__file__).parent.glob("test_blocks_*.py")):
+    _family = importlib.import_module(_path.stem).CASES
+    assert not set(_family) & set(CASES), f"{_path.name} repeats case names: {set(_family) & set(CASES)}"
+    CASES.update(_family)
+
 SIZES = {"batch2": (2, 16, 12), "batch1": (1, 16, 12), "odd": (2, 13, 9), "tiny": (2, 4, 4)}
 
 
@@ -115,6 +125,23 @@ def test_bf16_matches_fp32(name):
     assert y.dtype == torch.bfloat16 and tuple(y.shape) == tuple(ref.shape)
     assert torch.isfinite(y.float()).all()
     assert (y.float() - ref).abs().max() <= 0.05 * ref.abs().max() + 0.05
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_identity_start_is_the_identity(name):
+    """Attention blocks with an armed gate pass their input through unchanged (fine-tuning starts from the base)."""
+    factory, make, _ = CASES[name]
+    m = factory()
+    if not isinstance(m, IdentityStart):
+        pytest.skip("not an identity-start block")
+    x = make(2, 9, 7)
+    if isinstance(x, list):
+        pytest.skip("fusion block: identity start passes one input through, tested with the ready configs")
+    m.identity_start().train()
+    y = m(x)
+    assert torch.equal(y, x)
+    y.sum().backward()
+    assert m.gate.grad is not None and m.gate.grad.abs() > 0
 
 
 def test_parameters_reach_gradients():

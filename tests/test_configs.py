@@ -11,6 +11,7 @@ import yaml
 
 import yolo_attn
 from yolo_attn import modules as M
+from yolo_attn import registry
 
 CONFIGS = sorted(p.name for p in Path(yolo_attn.MODEL_YAMLS).glob("*.yaml"))
 SCALES = "nsmlx"
@@ -23,6 +24,26 @@ BLOCK_OF_TAG = {
     "aff": M.AFF,
     "iaff": M.iAFF,
     "dcn": M.C2f_DCN,
+    "se": M.SE,
+    "eca": M.ECA,
+    "gam": M.GAM,
+    "gc": M.GCBlock,
+    "scse": M.scSE,
+    "bam": M.BAM,
+    "triplet": M.TripletAttention,
+    "strip": M.StripPooling,
+    "van": M.VANAttention,
+    "psa": M.PSA_p,
+    "danet": M.DABlock,
+    "rga": M.RGA,
+    "resatt": M.ResidualAttention,
+    "fan": M.FANChannelAttention,
+    "stn": M.STN,
+    "odconv": M.ODConv,
+    "refconv": M.RefConv,
+    "scconv": M.SCConv,
+    "acmix": M.ACmix,
+    "cfnet": M.CFNetTransition,
 }
 _base_cache: dict = {}
 
@@ -71,7 +92,7 @@ def test_ready_config_builds_at_every_scale(config, scale):
 
     shapes, base_params = base_of(config, scale)
     assert detect_inputs(model) == shapes  # Detect sees exactly the base model's widths and strides
-    if block in (M.CA, M.SimAM, M.CBAM):  # inserted, channel-preserving: nothing else may change
+    if registry.BLOCKS[block.__name__].rule is registry.same_width:  # inserted rows: nothing else may change
         added = sum(p.numel() for m in ours for p in m.parameters())
         assert sum(p.numel() for p in model.parameters()) == base_params + added
         # Each block sits on the path to Detect: a later layer reads its output
@@ -137,3 +158,18 @@ def test_ready_configs_have_a_header_saying_where_and_why():
         assert "Where:" in head and "Why:" in head and "Paper:" in head, c
         d = yaml.safe_load(text)
         assert set(d["scales"]) == set(SCALES)
+
+
+def test_generated_configs_are_up_to_date():
+    """The ready configs written by scripts/make_ready_configs.py are what it writes now (edit the script, not them)."""
+    import runpy
+
+    from conftest import REPO
+
+    script = runpy.run_path(str(REPO / "scripts" / "make_ready_configs.py"))
+    specs = script["SPECS"]
+    assert len(specs) == 19
+    for spec in specs:
+        for family in script["FAMILIES"]:
+            path = REPO / "model_yamls" / f"{family}-{spec.tag}.yaml"
+            assert path.read_text() == script["build_text"](spec, family), path.name

@@ -13,10 +13,22 @@ from conftest import BIN, checkpoint_model, coco_batch, python, run, tensors_of
 
 import yolo_attn
 from yolo_attn import yamledit
+from yolo_attn.registry import BLOCKS, same_width
 
-CONFIGS = sorted(p.name for p in Path(yolo_attn.MODEL_YAMLS).glob("*.yaml"))
-INSERTED = {"CA", "SimAM", "CBAM", "ASFF"}  # rows the ready configs add; every other row is a base row
+# cfnet rebuilds the backbone as two cascade stages: no row-for-row correspondence (test_transfer_into_cfnet)
+CONFIGS = sorted(p.name for p in Path(yolo_attn.MODEL_YAMLS).glob("*.yaml") if "cfnet" not in p.name)
+# rows the ready configs add (every channel-preserving block, and ASFF); every other row is a base row
+INSERTED = {name for name, spec in BLOCKS.items() if spec.rule is same_width} | {"ASFF"}
 REPLACED_CONVS = 6  # SPDConv configs swap 6 strided convs (6 state tensors each: conv weight + 5 BN entries)
+# source tensors that find no place, per replace-type config: the swapped layers' own tensors whose shape changes
+LEFT_OUT = {
+    "spdconv": 6 * REPLACED_CONVS,
+    "aff": 4,  # the C2f after each fused Concat reads fewer channels: its cv1.conv.weight changes shape
+    "iaff": 4,
+    "odconv": 2,  # 2 Convs: kernel_num stacked kernels; their BNs are kept
+    "acmix": 2,  # 2 Convs: q/k/v projections instead of a 3x3 kernel; their BNs are kept
+    "scconv": 3 * 6,  # 3 Convs: split into K1..K4, nothing keeps a Conv's name
+}
 
 
 
@@ -68,15 +80,34 @@ def test_transfer_into_every_ready_config(config, base_checkpoints):
     for tk, v in expected.items():
         assert torch.equal(after[tk], v), tk
     tag = config.split("-", 1)[1].removesuffix(".yaml")
-    counts = {"spdconv": len(src_sd) - 6 * REPLACED_CONVS, "aff": len(src_sd) - 4, "iaff": len(src_sd) - 4}
     if not (tag == "dcn" and family == "yolo11n"):  # C3k2 -> C2f_DCN keeps only what fits; checked by `expected`
-        assert len(expected) == counts.get(tag, len(src_sd)), tag
+        assert len(expected) == len(src_sd) - LEFT_OUT.get(tag, 0), tag
     line = next(x for x in log if x.startswith("yolo_attn: structural transfer"))
     assert f"placed {len(expected)}/{len(src_sd)} source tensors" in line
     left_new = line.split("left new: ")[1].split(";")[0]
-    inserted_with_params = [f"{r} ({rows[r][2]})" for r in range(len(rows)) if rows[r][2] in INSERTED - {"SimAM"}]
+    inserted_with_params = [
+        f"{r} ({rows[r][2]})" for r in range(len(rows)) if rows[r][2] in INSERTED and list(target.model[r].parameters())
+    ]
     if inserted_with_params:
         assert left_new == ", ".join(inserted_with_params)
+
+
+@pytest.mark.parametrize("family", ["yolov8n", "yolo11n"])
+def test_transfer_into_cfnet(family, base_checkpoints):
+    """The cascade backbone shares the base's stem and first stage (layers 0-3) and its Detect head."""
+    from ultralytics.nn.tasks import DetectionModel
+
+    source = checkpoint_model(base_checkpoints[family])
+    target = DetectionModel(f"{family}-cfnet.yaml", verbose=False)
+    log = _load_logged(target, source)
+    src, got = source.state_dict(), target.state_dict()
+    stem = [k for k in src if int(k.split(".")[1]) <= 3]
+    assert stem and all(torch.equal(got[k], src[k]) for k in stem)
+    head = len(source.model) - 1
+    detect = {k: v for k, v in src.items() if k.startswith(f"model.{head}.")}
+    new_head = len(target.model) - 1
+    assert all(torch.equal(got[k.replace(f"model.{head}.", f"model.{new_head}.")], v) for k, v in detect.items())
+    assert any(x.startswith("yolo_attn: structural transfer") for x in log)
 
 
 def test_transfer_from_a_model_with_blocks_into_a_plain_one(base_checkpoints):
@@ -106,7 +137,8 @@ def test_plain_models_keep_ultralytics_behaviour(base_checkpoints):
 
 
 @pytest.mark.parametrize("config", ["yolov8-ca.yaml", "yolov8-simam.yaml", "yolov8-cbam.yaml", "yolov8-asff.yaml",
-                                    "yolo11-cbam.yaml", "yolo11-asff.yaml"])  # fmt: skip
+                                    "yolo11-cbam.yaml", "yolo11-asff.yaml", "yolov8-se.yaml", "yolo11-resatt.yaml",
+                                    "yolov8-danet.yaml", "yolo11-fan.yaml"])  # fmt: skip
 def test_identity_start_predicts_exactly_like_the_base(config, base_checkpoints, val_images, tmp_path):
     from ultralytics.nn.tasks import DetectionModel
 
@@ -117,7 +149,8 @@ def test_identity_start_predicts_exactly_like_the_base(config, base_checkpoints,
     source = checkpoint_model(base_checkpoints[family])
     target = DetectionModel(str(path), verbose=False)
     gates = [m.gate for m in target.modules() if getattr(m, "gate", None) is not None]
-    assert len(gates) == 3 and all(g.item() == 0 for g in gates)
+    rows = target.yaml["backbone"] + target.yaml["head"]
+    assert len(gates) == sum(r[2] in INSERTED for r in rows) and all(g.item() == 0 for g in gates)
     target.load(source)
     target.eval()
     x = coco_batch(val_images)

@@ -362,10 +362,14 @@ def _add_export_callback() -> None:
 # ----------------------------------------------------------------------------------------------------------------
 def checkpoint_classes() -> list[type]:
     """Every class a yolo_attn checkpoint can reference: all nn.Module classes defined in yolo_attn.modules."""
+    import importlib
+    import pkgutil
+
     from . import modules
 
     found = []
-    for mod in (modules.attention, modules.fusion, modules.conv, modules._common):
+    for info in pkgutil.iter_modules(modules.__path__):
+        mod = importlib.import_module(f"{modules.__name__}.{info.name}")
         for obj in vars(mod).values():
             if isinstance(obj, type) and issubclass(obj, torch.nn.Module) and obj.__module__ == mod.__name__:
                 found.append(obj)

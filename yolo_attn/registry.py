@@ -20,7 +20,7 @@ from typing import Callable
 
 from ultralytics.utils.ops import make_divisible
 
-from .modules import AFF, ASFF, CA, CBAM, DCN, MSCAM, SPD, C2f_DCN, SimAM, SPDConv, iAFF
+from . import modules as M
 
 
 class LayerError(ValueError):
@@ -190,27 +190,91 @@ def suggest(name: str, known: list[str]) -> list[str]:
 
 _A, _F, _C = "attention", "fusion", "conv"
 for _spec in (
-    BlockSpec("CA", CA, same_width, _A, "Hou, Zhou, Feng, Coordinate Attention, CVPR 2021",
+    # attention.py
+    BlockSpec("CA", M.CA, same_width, _A, "Hou, Zhou, Feng, Coordinate Attention, CVPR 2021",
               "[reduction=32, min_mid=8]", "[-1, 1, CA, []]"),
-    BlockSpec("SimAM", SimAM, same_width, _A, "Yang et al., SimAM, ICML 2021",
+    BlockSpec("SimAM", M.SimAM, same_width, _A, "Yang et al., SimAM, ICML 2021",
               "[e_lambda=1e-4]", "[-1, 1, SimAM, []]"),
-    BlockSpec("CBAM", CBAM, same_width, _A, "Woo et al., CBAM, ECCV 2018",
+    BlockSpec("CBAM", M.CBAM, same_width, _A, "Woo et al., CBAM, ECCV 2018",
               "[reduction=16, kernel_size=7]", "[-1, 1, CBAM, []]"),
-    BlockSpec("MSCAM", MSCAM, same_width, _A, "Dai et al., Attentional Feature Fusion (MS-CAM), WACV 2021",
+    BlockSpec("MSCAM", M.MSCAM, same_width, _A, "Dai et al., Attentional Feature Fusion (MS-CAM), WACV 2021",
               "[reduction=4]", "[-1, 1, MSCAM, []]"),
-    BlockSpec("ASFF", ASFF, fused_width, _F, "Liu, Huang, Wang, Learning Spatial Fusion (ASFF), 2019",
+    # channel.py
+    BlockSpec("SE", M.SE, same_width, _A, "Hu, Shen, Sun, Squeeze-and-Excitation Networks, CVPR 2018",
+              "[reduction=16]", "[-1, 1, SE, []]"),
+    BlockSpec("ECA", M.ECA, same_width, _A, "Wang et al., ECA-Net, CVPR 2020",
+              "[kernel_size=None (adaptive), gamma=2, b=1]", "[-1, 1, ECA, []]"),
+    BlockSpec("GAM", M.GAM, same_width, _A, "Liu, Shao, Hoffmann, Global Attention Mechanism, arXiv 2112.05561",
+              "[reduction=4]", "[-1, 1, GAM, []]"),
+    BlockSpec("GCBlock", M.GCBlock, same_width, _A, "Cao et al., GCNet (global context block), ICCVW 2019 / TPAMI",
+              "[reduction=16]", "[-1, 1, GCBlock, []]"),
+    BlockSpec("scSE", M.scSE, same_width, _A, "Roy, Navab, Wachinger, concurrent spatial and channel SE, MICCAI 2018 / TMI",
+              "[reduction=2, aggregation=max]", "[-1, 1, scSE, []]"),
+    BlockSpec("BAM", M.BAM, same_width, _A, "Park, Woo, Lee, Kweon, Bottleneck Attention Module, BMVC 2018",
+              "[reduction=16, dilation=4]", "[-1, 1, BAM, []]"),
+    # spatial.py
+    BlockSpec("TripletAttention", M.TripletAttention, same_width, _A, "Misra et al., Rotate to Attend (Triplet Attention), WACV 2021",
+              "[kernel_size=7]", "[-1, 1, TripletAttention, []]"),
+    BlockSpec("StripPooling", M.StripPooling, same_width, _A, "Hou et al., Strip Pooling (SPM), CVPR 2020",
+              "[]", "[-1, 1, StripPooling, []]"),
+    BlockSpec("LKA", M.LKA, same_width, _A, "Guo et al., Visual Attention Network (large kernel attention), CVMJ 2023",
+              "[kernel_size=21, dilation=3]", "[-1, 1, LKA, []]"),
+    BlockSpec("VANAttention", M.VANAttention, same_width, _A, "Guo et al., Visual Attention Network (attention unit), CVMJ 2023",
+              "[kernel_size=21, dilation=3]", "[-1, 1, VANAttention, []]"),
+    BlockSpec("STN", M.STN, same_width, _A, "Jaderberg et al., Spatial Transformer Networks, NeurIPS 2015",
+              "[reduction=8]", "[-1, 1, STN, []]"),
+    BlockSpec("ResidualAttention", M.ResidualAttention, same_width, _A, "Wang et al., Residual Attention Network, CVPR 2017",
+              "[levels=2, p=1, t=2, r=1]", "[-1, 1, ResidualAttention, [2]]"),
+    # selfattn.py
+    BlockSpec("PAM", M.PAM, same_width, _A, "Fu et al., DANet (position attention), CVPR 2019",
+              "[reduction=8]", "[-1, 1, PAM, []]"),
+    BlockSpec("CAM", M.CAM, same_width, _A, "Fu et al., DANet (channel attention), CVPR 2019",
+              "[]", "[-1, 1, CAM, []]"),
+    BlockSpec("DABlock", M.DABlock, same_width, _A, "Fu et al., DANet (dual attention head), CVPR 2019",
+              "[reduction=4]", "[-1, 1, DABlock, []]"),
+    BlockSpec("PSA_p", M.PSA_p, same_width, _A, "Liu et al., Polarized Self-Attention (parallel), arXiv 2107.00782",
+              "[]", "[-1, 1, PSA_p, []]"),
+    BlockSpec("PSA_s", M.PSA_s, same_width, _A, "Liu et al., Polarized Self-Attention (sequential), arXiv 2107.00782",
+              "[]", "[-1, 1, PSA_s, []]"),
+    BlockSpec("RGA_S", M.RGA_S, same_width, _A, "Zhang et al., Relation-Aware Global Attention (spatial), CVPR 2020",
+              "[size=20, s1=8, s2=8]", "[-1, 1, RGA_S, [20]]"),
+    BlockSpec("RGA_C", M.RGA_C, same_width, _A, "Zhang et al., Relation-Aware Global Attention (channel), CVPR 2020",
+              "[size=20, s1=8, s2=8]", "[-1, 1, RGA_C, [20]]"),
+    BlockSpec("RGA", M.RGA, same_width, _A, "Zhang et al., Relation-Aware Global Attention (RGA-SC), CVPR 2020",
+              "[size=20, s1=8, s2=8]", "[-1, 1, RGA, [20]]"),
+    BlockSpec("FANChannelAttention", M.FANChannelAttention, same_width, _A,
+              "Zhou et al., Fully Attentional Networks (channel processing), ICML 2022",
+              "[num_heads=8, mlp_ratio=4.0, qkv_bias=True, eta=1.0]", "[-1, 1, FANChannelAttention, []]"),
+    # fusion.py
+    BlockSpec("ASFF", M.ASFF, fused_width, _F, "Liu, Huang, Wang, Learning Spatial Fusion (ASFF), 2019",
               "[c2, level=0, compress=16]", "[[15, 18, 21], 1, ASFF, [256, 0]]"),
-    BlockSpec("AFF", AFF, fused_width_or_equal, _F, "Dai et al., Attentional Feature Fusion, WACV 2021",
+    BlockSpec("AFF", M.AFF, fused_width_or_equal, _F, "Dai et al., Attentional Feature Fusion, WACV 2021",
               "[c2=None, reduction=4]", "[[-1, 6], 1, AFF, [512]]"),
-    BlockSpec("iAFF", iAFF, fused_width_or_equal, _F, "Dai et al., Attentional Feature Fusion (iterative), WACV 2021",
+    BlockSpec("iAFF", M.iAFF, fused_width_or_equal, _F, "Dai et al., Attentional Feature Fusion (iterative), WACV 2021",
               "[c2=None, reduction=4]", "[[-1, 6], 1, iAFF, [512]]"),
-    BlockSpec("SPD", SPD, space_to_depth_width, _C, "Sunkara & Luo, SPD-Conv (space-to-depth), ECML-PKDD 2022",
+    # cascade.py
+    BlockSpec("CFNetFocal", M.CFNetFocal, same_width, _C, "Zhang, Li, Li, Hu, Cascade Fusion Network (focal block), arXiv 2302.06052",
+              "[expansion=4, kernel_size=7, dilation=3, layer_scale=1e-6]", "[-1, 1, CFNetFocal, []]"),
+    BlockSpec("CFNetTransition", M.CFNetTransition, fused_width, _F,
+              "Zhang, Li, Li, Hu, Cascade Fusion Network (transition), arXiv 2302.06052",
+              "[c2]", "[[4, 6, 8], 1, CFNetTransition, [256]]"),
+    # conv.py
+    BlockSpec("SPD", M.SPD, space_to_depth_width, _C, "Sunkara & Luo, SPD-Conv (space-to-depth), ECML-PKDD 2022",
               "[scale=2]", "[-1, 1, SPD, []]"),
-    BlockSpec("SPDConv", SPDConv, conv_width, _C, "Sunkara & Luo, SPD-Conv, ECML-PKDD 2022",
+    BlockSpec("SPDConv", M.SPDConv, conv_width, _C, "Sunkara & Luo, SPD-Conv, ECML-PKDD 2022",
               "[c2, k=3, s=2, act=True]", "[-1, 1, SPDConv, [128, 3, 2]]"),
-    BlockSpec("DCN", DCN, conv_width, _C, "Zhu et al., Deformable ConvNets v2, CVPR 2019",
+    BlockSpec("DCN", M.DCN, conv_width, _C, "Zhu et al., Deformable ConvNets v2, CVPR 2019",
               "[c2, k=3, s=1, p=None, g=1, d=1, act=True, deform_groups=1]", "[-1, 1, DCN, [256, 3, 1]]"),
-    BlockSpec("C2f_DCN", C2f_DCN, conv_width_repeat, _C, "Zhu et al., Deformable ConvNets v2, CVPR 2019 (in C2f)",
+    # dynconv.py
+    BlockSpec("ODConv", M.ODConv, conv_width, _C, "Li, Zhou, Yao, Omni-Dimensional Dynamic Convolution, ICLR 2022",
+              "[c2, k=3, s=1, p=None, g=1, d=1, act=True, kernel_num=4, reduction=16]", "[-1, 1, ODConv, [256, 3, 2]]"),
+    BlockSpec("RefConv", M.RefConv, conv_width, _C, "Cai, Ding et al., RefConv (refocusing convolution), arXiv 2310.10563",
+              "[c2, k=3, s=1, p=None, g=1, d=1, act=True, map_k=3]", "[-1, 1, RefConv, [256, 3, 2]]"),
+    BlockSpec("SCConv", M.SCConv, conv_width, _C, "Liu et al., Self-Calibrated Convolutions, CVPR 2020",
+              "[c2, k=3, s=1, p=None, g=1, d=1, act=True, pooling_r=4]", "[-1, 1, SCConv, [256, 3, 2]]"),
+    BlockSpec("ACmix", M.ACmix, conv_width, _C, "Pan et al., On the Integration of Self-Attention and Convolution (ACmix), CVPR 2022",
+              "[c2, k=3, s=1, p=None, g=1, d=1, act=True, k_att=7, head=4]", "[-1, 1, ACmix, [1024, 3, 2]]"),
+    BlockSpec("C2f_DCN", M.C2f_DCN, conv_width_repeat, _C, "Zhu et al., Deformable ConvNets v2, CVPR 2019 (in C2f)",
               "[c2, shortcut=False, g=1, e=0.5]", "[-1, 3, C2f_DCN, [512, True]]"),
 ):  # fmt: skip
     register(_spec)

@@ -311,6 +311,10 @@ def _renumber_comment(line: str, old: int, new: int) -> str:
 DROP_INS = {
     ("Conv", "DCN"): "same args",
     ("Conv", "SPDConv"): "same args; the Conv must be strided",
+    ("Conv", "ODConv"): "same args",
+    ("Conv", "RefConv"): "same args",
+    ("Conv", "SCConv"): "same args",
+    ("Conv", "ACmix"): "same args",
     ("C2f", "C2f_DCN"): "same args",
     ("C3k2", "C2f_DCN"): "[c2, c3k, e, g, shortcut] -> [c2, shortcut, g, e]",
     ("Concat", "AFF"): "[c2] = the second input's width, [] when both are equal",

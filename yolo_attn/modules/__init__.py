@@ -1,22 +1,31 @@
-"""Block implementations, one file per kind. Class import paths are part of the checkpoint format: keep them."""
+"""Block implementations, one file per family. Class import paths are part of the checkpoint format: keep them.
+
+- attention.py: CA, SimAM, CBAM, MS-CAM
+- channel.py: SE-style channel attention (SE, ECA, GAM, GC, scSE, BAM) and the shared SE MLP
+- spatial.py: spatial / context attention (Triplet, Strip Pooling, LKA / VAN, STN, Residual Attention)
+- selfattn.py: non-local style self-attention (DANet PAM / CAM / DABlock, Polarized SA, RGA, FAN channel attention)
+- fusion.py: multi-input fusion (ASFF, AFF, iAFF)
+- cascade.py: Cascade Fusion Network focal block and transition
+- conv.py: convolution replacements (SPD-Conv, DCNv2)
+- dynconv.py: dynamic / re-parameterised / mixed convolutions (ODConv, RefConv, SCConv, ACmix)
+"""
 
 from .attention import CA, CBAM, MSCAM, CBAMChannelAttention, CBAMSpatialAttention, SimAM
+from .cascade import CFNetFocal, CFNetTransition
+from .channel import BAM, ECA, GAM, SE, SEMLP, GCBlock, scSE
 from .conv import DCN, SPD, C2f_DCN, DCNBottleneck, SPDConv
+from .dynconv import ACmix, ODConv, RefConv, SCConv
 from .fusion import AFF, ASFF, iAFF
+from .selfattn import CAM, PAM, RGA, RGA_C, RGA_S, DABlock, FANChannelAttention, PSA_p, PSA_s
+from .spatial import STN, LKA, ResidualAttention, StripPooling, TripletAttention, VANAttention
 
 __all__ = (
-    "CA",
-    "SimAM",
-    "CBAM",
-    "CBAMChannelAttention",
-    "CBAMSpatialAttention",
-    "MSCAM",
-    "ASFF",
-    "AFF",
-    "iAFF",
-    "SPD",
-    "SPDConv",
-    "DCN",
-    "DCNBottleneck",
-    "C2f_DCN",
-)
+    "CA", "SimAM", "CBAM", "CBAMChannelAttention", "CBAMSpatialAttention", "MSCAM",
+    "SE", "SEMLP", "ECA", "GAM", "GCBlock", "scSE", "BAM",
+    "TripletAttention", "StripPooling", "LKA", "VANAttention", "STN", "ResidualAttention",
+    "PAM", "CAM", "DABlock", "PSA_p", "PSA_s", "RGA_S", "RGA_C", "RGA", "FANChannelAttention",
+    "ASFF", "AFF", "iAFF",
+    "CFNetFocal", "CFNetTransition",
+    "SPD", "SPDConv", "DCN", "DCNBottleneck", "C2f_DCN",
+    "ODConv", "RefConv", "SCConv", "ACmix",
+)  # fmt: skip
