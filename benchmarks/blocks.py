@@ -48,16 +48,16 @@ def median_ms(fn, device, repeats: int, warmup: int = 3) -> float:
 
 
 def make(name: str, shape, device):
-    """The block and its input for a (1, C, H, W) shape. Fusion blocks get a pyramid (ASFF: C at H, H/2, H/4) or two
-    maps of that shape (AFF, iAFF); conv replacements map C -> C (SPDConv, DCN s=1 keep the description simple)."""
+    """The block and its input for a (1, C, H, W) shape. Fusion blocks get a pyramid (ASFF, CFNetTransition: C at H,
+    H/2, H/4) or two maps of that shape (AFF, iAFF); conv replacements map C -> C with stride 1."""
     from yolo_attn.registry import BLOCKS
 
     spec = BLOCKS[name]
     b, c, h, w = shape
     x = torch.randn(shape, device=device)
     rule = spec.rule.__name__
-    if name == "ASFF":
-        m = spec.cls([c, c, c], c, 0)
+    if rule == "fused_width":  # ASFF, CFNetTransition: a pyramid C at H, H/2, H/4, fused at H
+        m = spec.cls([c, c, c], c, 0) if name == "ASFF" else spec.cls([c, c, c], c)
         x = [x, torch.randn(b, c, h // 2, w // 2, device=device), torch.randn(b, c, h // 4, w // 4, device=device)]
     elif rule == "fused_width_or_equal":
         m, x = spec.cls([c, c], c), [x, torch.randn(shape, device=device)]
@@ -164,13 +164,14 @@ def others(device, repeats: int) -> list[dict]:
     return rows
 
 
-def bench_models(repeats: int, imgsz: int = 640) -> list[dict]:
+def bench_models(repeats: int, imgsz: int = 640, configs: list[str] | None = None) -> list[dict]:
     from ultralytics.nn.tasks import DetectionModel
     from ultralytics.utils.torch_utils import get_flops
 
     import yolo_attn
 
-    names = ["yolov8n.yaml"] + [p.name.replace("-", "n-", 1) for p in sorted(yolo_attn.MODEL_YAMLS.glob("yolov8-*.yaml"))]
+    names = configs or [p.name.replace("-", "n-", 1) for p in sorted(yolo_attn.MODEL_YAMLS.glob("yolov8-*.yaml"))]
+    names = ["yolov8n.yaml"] + names
     models = {n: DetectionModel(n, verbose=False).eval().fuse(verbose=False) for n in names}
     x = torch.rand(1, 3, imgsz, imgsz)
     times = {n: [] for n in names}
@@ -244,6 +245,7 @@ def main(argv=None) -> str:
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--out", default=str(Path(__file__).with_name("results")))
     ap.add_argument("--quick", action="store_true", help="one small shape, models at imgsz 160 (a smoke run)")
+    ap.add_argument("--configs", help="comma-separated yolov8n configs to time (default: every yolov8 ready config)")
     args = ap.parse_args(argv)
     global SHAPES
     if args.quick:
@@ -261,7 +263,8 @@ def main(argv=None) -> str:
     cpu = torch.device("cpu")
     block_rows = bench_blocks(cpu, args.repeats)
     other_rows = others(cpu, args.repeats)
-    model_rows = bench_models(args.repeats, 160 if args.quick else 640)
+    configs = args.configs.split(",") if args.configs else None
+    model_rows = bench_models(args.repeats, 160 if args.quick else 640, configs)
     gpu_rows = bench_blocks(torch.device("cuda"), args.repeats) if torch.cuda.is_available() else []
     text = markdown(env, block_rows, other_rows, model_rows, gpu_rows, 160 if args.quick else 640)
     (out / "blocks.md").write_text(text)

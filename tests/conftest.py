@@ -36,8 +36,8 @@ def run(cmd: list, cwd: Path, timeout: float = 600, check: bool = True, **extra_
     return p
 
 
-def python(code: str, cwd: Path, **kw) -> subprocess.CompletedProcess:
-    return run([BIN / "python", "-c", code], cwd, **kw)
+def python(code: str, cwd: Path, args: list = (), **kw) -> subprocess.CompletedProcess:
+    return run([BIN / "python", "-c", code, *args], cwd, **kw)
 
 
 def tensors_of(out) -> list:

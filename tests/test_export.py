@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import BIN, checkpoint_model, coco_batch, run
+from conftest import BIN, checkpoint_model, coco_batch, python, run
 
 import yolo_attn
 from yolo_attn.modules import DCN
@@ -22,7 +22,9 @@ IMGSZ = 160
 @pytest.fixture(scope="module")
 def checkpoints(base_checkpoints, tmp_path_factory) -> dict[str, Path]:
     """Each ready config (n scale) with the trained base weights transferred and its own blocks given non-trivial
-    weights (DCN offsets moved off zero, so the deformable sampling really matters), saved as a checkpoint."""
+    weights, saved as a checkpoint: DCN offsets moved off zero, so the deformable sampling really matters, and every
+    constant-initialised parameter of our blocks (zero-init convs, scales starting at 0, STN's identity regressor,
+    layer scales) perturbed, so no part of a block is exported as a no-op."""
     from ultralytics.nn.tasks import DetectionModel
 
     out = tmp_path_factory.mktemp("ckpt")
@@ -35,6 +37,11 @@ def checkpoints(base_checkpoints, tmp_path_factory) -> dict[str, Path]:
         for m in model.modules():
             if isinstance(m, DCN):
                 torch.nn.init.normal_(m.offset_mask.weight, std=0.05)
+            elif type(m).__module__.startswith("yolo_attn.modules"):
+                with torch.no_grad():
+                    for p in m.parameters():
+                        if p.numel() and bool((p == p.flatten()[0]).all()):
+                            p.add_(torch.randn_like(p), alpha=0.05)
         path = out / config.replace(".yaml", ".pt")
         torch.save({"model": copy.deepcopy(model).half(), "train_args": {}}, path)
         made[config] = path
@@ -57,15 +64,32 @@ def assert_same_predictions(got: np.ndarray, ref: np.ndarray) -> None:
     assert (err[:, :4] <= 1e-4 * np.maximum(1.0, np.abs(ref[:, :4]))).all(), err[:, :4].max()
 
 
-@pytest.mark.parametrize("config", CONFIGS)
-def test_onnx_export_runs_in_onnxruntime(config, checkpoints, val_images, tmp_path):
+EXPORT_ALL = """
+import sys
+from ultralytics import YOLO
+for ckpt in sys.argv[1:]:
+    YOLO(ckpt).export(format="onnx", imgsz=%d)
+    print("exported", ckpt, flush=True)
+""" % IMGSZ
+
+
+@pytest.fixture(scope="module")
+def onnx_files(checkpoints, tmp_path_factory) -> dict[str, Path]:
+    """Every checkpoint exported by Ultralytics' exporter in one user process (one interpreter start for all)."""
+    out = tmp_path_factory.mktemp("onnx")
+    copies = []
+    for config, ckpt in checkpoints.items():
+        copy_ = out / ckpt.name
+        copy_.write_bytes(ckpt.read_bytes())
+        copies.append(copy_)
+    python(EXPORT_ALL, out, args=copies)
+    return {config: out / checkpoints[config].with_suffix(".onnx").name for config in checkpoints}
+
+
+def check_onnx(path: Path, ckpt: Path, config: str, val_images) -> None:
     import onnx
     import onnxruntime as ort
 
-    ckpt = tmp_path / checkpoints[config].name
-    ckpt.write_bytes(checkpoints[config].read_bytes())
-    run([BIN / "yolo", "export", f"model={ckpt}", "format=onnx", f"imgsz={IMGSZ}"], tmp_path)
-    path = ckpt.with_suffix(".onnx")
     graph = onnx.load(str(path))
     ops = {n.op_type for n in graph.graph.node}
     if "dcn" in config:
@@ -75,6 +99,21 @@ def test_onnx_export_runs_in_onnxruntime(config, checkpoints, val_images, tmp_pa
     name = sess.get_inputs()[0].name
     got = np.concatenate([sess.run(None, {name: x[i : i + 1].numpy()})[0] for i in range(len(x))])
     assert_same_predictions(got, reference(ckpt, x))
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_onnx_export_runs_in_onnxruntime(config, checkpoints, onnx_files, val_images):
+    assert onnx_files[config].is_file(), f"no ONNX file for {config}"
+    check_onnx(onnx_files[config], checkpoints[config], config, val_images)
+
+
+@pytest.mark.parametrize("config", ["yolov8-dcn.yaml", "yolo11-cbam.yaml", "yolov8-stn.yaml", "yolo11-odconv.yaml"])
+def test_yolo_cli_export(config, checkpoints, val_images, tmp_path):
+    """The same through the `yolo export` command."""
+    ckpt = tmp_path / checkpoints[config].name
+    ckpt.write_bytes(checkpoints[config].read_bytes())
+    run([BIN / "yolo", "export", f"model={ckpt}", "format=onnx", f"imgsz={IMGSZ}"], tmp_path)
+    check_onnx(ckpt.with_suffix(".onnx"), ckpt, config, val_images)
 
 
 @pytest.mark.parametrize("config", ["yolov8-dcn.yaml", "yolo11-asff.yaml", "yolov8-iaff.yaml", "yolo11-cbam.yaml"])

@@ -73,12 +73,12 @@ def test_bench_map_on_the_shared_coco128(tmp_path):
 
 @pytest.mark.slow
 def test_block_benchmark_script_runs(tmp_path):
-    run([sys.executable, REPO / "benchmarks" / "blocks.py", "--quick", "--repeats", 1, "--out", tmp_path], tmp_path,
-        timeout=900)  # fmt: skip
+    run([sys.executable, REPO / "benchmarks" / "blocks.py", "--quick", "--repeats", 1, "--out", tmp_path,
+         "--configs", "yolov8n-cbam.yaml,yolov8n-cfnet.yaml"], tmp_path, timeout=900)  # fmt: skip
     text = (tmp_path / "blocks.md").read_text()
     from yolo_attn.registry import BLOCKS
 
     for name in BLOCKS:
         assert f"| {name} | 1x32x16x16 |" in text
-    assert "ultralytics.nn.modules.CBAM" in text and "| yolov8n-cbam.yaml |" in text
+    assert "ultralytics.nn.modules.CBAM" in text and "| yolov8n-cbam.yaml |" in text and "| yolov8n-cfnet.yaml |" in text
     assert cv2.imread(str(tmp_path / "blocks.png")) is not None
