@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import warnings
 from pathlib import Path
 
 import pytest
@@ -142,6 +143,62 @@ def test_identity_start_is_the_identity(name):
     assert torch.equal(y, x)
     y.sum().backward()
     assert m.gate.grad is not None and m.gate.grad.abs() > 0
+
+
+def _nontrivial(m: torch.nn.Module) -> torch.nn.Module:
+    """Weights as after training: constant-initialised parameters (zero-init convs, scales at 0, identity regressors,
+    layer scales, BN affine) moved off their start, BN running statistics random. Then no part is a no-op."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.numel() and bool((p == p.flatten()[0]).all()):
+                p.add_(torch.randn(p.shape, generator=g), alpha=0.1)
+        for b in m.modules():
+            if isinstance(b, torch.nn.modules.batchnorm._BatchNorm) and b.running_mean is not None:
+                b.running_mean.normal_(0, 0.1, generator=g)
+                b.running_var.uniform_(0.5, 2, generator=g)
+    return m
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("name", CASES)
+def test_no_graph_breaks(name, mode):
+    """torch.compile sees each block as one graph, in training (BN statistics updates traced too) and inference."""
+    import torch._dynamo
+
+    factory, make, _ = CASES[name]
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(getattr(factory(), mode)())(make(2, 13, 9))
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_onnx_export_matches_onnxruntime(name, tmp_path):
+    """Exported alone (opset 19) with dynamic batch and H x W, run in onnxruntime at the export size and another."""
+    import onnxruntime as ort
+
+    from yolo_attn.export import register_deform_conv_symbolic
+
+    register_deform_conv_symbolic()
+    factory, make, _ = CASES[name]
+    torch.manual_seed(0)
+    m = _nontrivial(factory()).eval()
+    x = make(2, 13, 9)
+    n = len(_as_list(x))
+    names = [f"x{i}" for i in range(n)]
+    path = tmp_path / f"{name}.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(m, (x,), str(path), opset_version=19, dynamo=False, input_names=names,
+                          dynamic_axes={k: {0: "batch", 2: f"h{i}", 3: f"w{i}"} for i, k in enumerate(names)})  # fmt: skip
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for b, h, w in ((2, 13, 9), (1, 20, 17)):
+        x = make(b, h, w)
+        got = sess.run(None, {k: t.numpy() for k, t in zip(names, _as_list(x))})[0]
+        with torch.no_grad():
+            ref = m(x).numpy()
+        assert got.shape == ref.shape, (b, h, w)
+        assert abs(got - ref).max() <= 1e-4 * max(1.0, abs(ref).max()), ((b, h, w), abs(got - ref).max())
 
 
 def test_parameters_reach_gradients():

@@ -285,37 +285,3 @@ def test_bam_parameter_count():
 def test_bad_arguments_are_named(make, match):
     with pytest.raises(BlockArgumentError, match=match):
         make()
-
-
-def _export_cases():
-    return {
-        "SE": SE(32),
-        "ECA": ECA(32),
-        "GAM": _randomise_bn(GAM(32)),
-        "GCBlock": _trained_gc(32, 4),
-        "scSE": scSE(32),
-        "scSE-add": scSE(32, aggregation="add"),
-        "BAM": _randomise_bn(BAM(32)),
-    }
-
-
-@pytest.mark.parametrize("name", list(_export_cases()))
-def test_onnx_export_matches(name, tmp_path):
-    ort = pytest.importorskip("onnxruntime")
-    m = _export_cases()[name].eval()
-    x = torch.randn(2, 32, 13, 9)
-    path = tmp_path / f"{name}.onnx"
-    torch.onnx.export(m, (x,), str(path), opset_version=19, dynamo=False, input_names=["x"])
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (y,) = session.run(None, {"x": x.numpy()})
-    with torch.no_grad():
-        ref = m(x).numpy()
-    assert y.shape == ref.shape and abs(y - ref).max() < 1e-4
-
-
-@pytest.mark.parametrize("name", list(_export_cases()))
-def test_no_graph_breaks(name):
-    torch._dynamo.reset()
-    m = _export_cases()[name].train()
-    explanation = torch._dynamo.explain(m)(torch.randn(2, 32, 13, 9))
-    assert explanation.graph_break_count == 0, explanation.break_reasons

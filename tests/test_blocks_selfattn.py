@@ -355,39 +355,3 @@ def test_fan_widths_parameters_and_init():
 def test_bad_arguments_are_named(make, match):
     with pytest.raises(BlockArgumentError, match=match):
         make()
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# ONNX and torch.compile
-# ----------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", CASES)
-def test_onnx_export_matches_pytorch(name, tmp_path):
-    """Exported with dynamic batch and H x W (as ``yolo export dynamic=True`` does), then run at the export size and
-    at another one: RGA pools 13 x 9 to its 6 x 6 grid and resizes back; at 6 x 6 both steps are identities."""
-    import onnxruntime as ort
-
-    factory, make, _ = CASES[name]
-    torch.manual_seed(0)
-    m = _randomise(factory()).eval()
-    f = tmp_path / f"{name}.onnx"
-    axes = {0: "batch", 2: "height", 3: "width"}
-    torch.onnx.export(
-        m, make(2, 13, 9), str(f), opset_version=19, dynamo=False, input_names=["x"], dynamic_axes={"x": axes}
-    )
-    sess = ort.InferenceSession(str(f), providers=["CPUExecutionProvider"])
-    for x in (make(2, 13, 9), make(1, 6, 6)):
-        got = sess.run(None, {"x": x.numpy()})[0]
-        with torch.no_grad():
-            ref = m(x).numpy()
-        assert got.shape == ref.shape
-        assert abs(got - ref).max() <= 1e-4
-
-
-@pytest.mark.parametrize("name", CASES)
-def test_no_graph_breaks(name):
-    import torch._dynamo
-
-    factory, make, _ = CASES[name]
-    torch._dynamo.reset()
-    explanation = torch._dynamo.explain(factory().eval())(make(2, 13, 9))
-    assert explanation.graph_break_count == 0, explanation.break_reasons

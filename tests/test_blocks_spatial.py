@@ -323,37 +323,3 @@ def test_residual_attention_parameters():
 def test_bad_arguments_are_named(make, match):
     with pytest.raises(ValueError, match=match):
         make()
-
-
-def _nontrivial(name: str) -> torch.nn.Module:
-    """The case's block in eval mode with trained-looking BN statistics; STN with a non-identity regressor."""
-    torch.manual_seed(0)
-    m = _randomise_bn(CASES[name][0]())
-    if isinstance(m, STN):
-        torch.nn.init.normal_(m.fc2.weight, std=0.2)
-    return m.eval()
-
-
-@pytest.mark.parametrize("name", CASES)
-def test_onnx_export_matches_onnxruntime(name, tmp_path):
-    import onnxruntime as ort
-
-    m = _nontrivial(name)
-    x = CASES[name][1](2, 13, 9)
-    path = tmp_path / f"{name}.onnx"
-    torch.onnx.export(m, (x,), str(path), opset_version=19, dynamo=False)
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
-    with torch.no_grad():
-        ref = m(x).numpy()
-    assert got.shape == ref.shape
-    assert abs(got - ref).max() <= 1e-4, abs(got - ref).max()
-
-
-@pytest.mark.parametrize("name", [n for n in CASES if "-" not in n])  # one case per block
-def test_no_graph_breaks(name):
-    """Training mode: the BN statistics updates and PooledBatchNorm2d's shape check are traced too."""
-    torch._dynamo.reset()
-    m = CASES[name][0]().train()
-    explanation = torch._dynamo.explain(m)(CASES[name][1](2, 13, 9))
-    assert explanation.graph_break_count == 0, explanation.break_reasons

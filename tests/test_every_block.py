@@ -1,5 +1,5 @@
 """Every registered block in one model: built from a YAML by name, trained a step (every parameter gets a gradient),
-saved by Ultralytics, and reloaded in fresh processes, normally and with ULTRALYTICS_SAFE_LOAD=1, with identical
+fused as Ultralytics fuses for inference (same outputs), saved, and reloaded in fresh processes, normally and with ULTRALYTICS_SAFE_LOAD=1, with identical
 outputs. A block added to the registry must be added to this YAML."""
 
 from __future__ import annotations
@@ -73,6 +73,10 @@ net.eval()
 with torch.no_grad():
     y = net(x[:1])[0]
 np.save(sys.argv[3], y.numpy())
+import copy
+with torch.no_grad():  # Ultralytics' fuse (what val/predict/export do): BN folding, RefConv's deploy form
+    fused = copy.deepcopy(net).fuse(verbose=False)(x[:1])[0]
+print("fused max rel diff:", float(((fused - y).abs().max() / y.abs().max())))
 torch.save({"model": net, "train_args": {}}, sys.argv[2])
 print("saved", tuple(y.shape))
 """
@@ -97,6 +101,7 @@ def test_every_block_trains_saves_and_reloads(tmp_path):
     ckpt, ref = tmp_path / "every_block.pt", tmp_path / "ref.npy"
     p = python(TRAIN_AND_SAVE, tmp_path, args=[cfg, ckpt, ref])
     assert "dead: []" in p.stdout, p.stdout[-3000:]
+    assert float(p.stdout.split("fused max rel diff:")[1].split()[0]) < 1e-5
     for safe in ("0", "1"):
         got = tmp_path / f"got{safe}.npy"
         p = python(RELOAD, tmp_path, args=[ckpt, got], ULTRALYTICS_SAFE_LOAD=safe)
