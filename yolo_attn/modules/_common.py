@@ -79,3 +79,23 @@ class IdentityStart(nn.Module):
     def gated(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """y when no gate is armed, else x + g * (y - x)."""
         return y if self.gate is None else x + self.gate * (y - x)
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channels of a (B, C, H, W) map, at every pixel (ConvNeXt's "channels_first" LayerNorm):
+        y = (x - mean_C(x)) / sqrt(var_C(x) + eps) * w + b
+    Statistics are taken in at least fp32 and the result returned in the input dtype; no permute of the feature map.
+    """
+
+    def __init__(self, c: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(c))
+        self.bias = nn.Parameter(torch.zeros(c))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dt = torch.promote_types(x.dtype, torch.float32)  # fp16/bf16 -> fp32; fp32/fp64 unchanged
+        xf = x.to(dt)
+        d = xf - xf.mean(1, keepdim=True)
+        y = d * torch.rsqrt(d.square().mean(1, keepdim=True) + self.eps)
+        return (y * self.weight.to(dt).view(-1, 1, 1) + self.bias.to(dt).view(-1, 1, 1)).to(x.dtype)

@@ -16,29 +16,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._common import BlockArgumentError, BlockInputError, IdentityStart, check_float, check_int, layer_name
+from ._common import (
+    BlockArgumentError,
+    BlockInputError,
+    IdentityStart,
+    LayerNorm2d,
+    check_float,
+    check_int,
+    layer_name,
+)
 
-__all__ = ("CFNetFocal", "CFNetTransition", "LayerNorm2d")
-
-
-class LayerNorm2d(nn.Module):
-    """LayerNorm over the channels of a (B, C, H, W) map, at every pixel (ConvNeXt's "channels_first" LayerNorm):
-        y = (x - mean_C(x)) / sqrt(var_C(x) + eps) * w + b
-    Statistics are taken in at least fp32 and the result returned in the input dtype; no permute of the feature map.
-    """
-
-    def __init__(self, c: int, eps: float = 1e-6):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(c))
-        self.bias = nn.Parameter(torch.zeros(c))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dt = torch.promote_types(x.dtype, torch.float32)  # fp16/bf16 -> fp32; fp32/fp64 unchanged
-        xf = x.to(dt)
-        d = xf - xf.mean(1, keepdim=True)
-        y = d * torch.rsqrt(d.square().mean(1, keepdim=True) + self.eps)
-        return (y * self.weight.to(dt).view(-1, 1, 1) + self.bias.to(dt).view(-1, 1, 1)).to(x.dtype)
+__all__ = ("CFNetFocal", "CFNetTransition")
 
 
 def _init_official(*modules: nn.Module) -> None:

@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from ultralytics.nn.modules import Conv
 
-from ._common import BlockArgumentError, IdentityStart, check_float, check_int
+from ._common import BlockArgumentError, IdentityStart, LayerNorm2d, check_float, check_int
 
 __all__ = (
     "PAM",
@@ -27,7 +27,6 @@ __all__ = (
     "RGA_S",
     "RGA_C",
     "RGA",
-    "ChannelLayerNorm",
     "FANValueMLP",
     "FANChannelAttention",
 )
@@ -435,23 +434,6 @@ class RGA(IdentityStart):
 # ----------------------------------------------------------------------------------------------------------------
 # Fully Attentional Networks
 # ----------------------------------------------------------------------------------------------------------------
-class ChannelLayerNorm(nn.Module):
-    """LayerNorm over the channels of every pixel of a (B, C, H, W) map (tokens = pixels), statistics in fp32."""
-
-    def __init__(self, c: int, eps: float = 1e-6):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(c))
-        self.bias = nn.Parameter(torch.zeros(c))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        acc = _acc(x.dtype)
-        xf = x.to(acc)
-        d = xf - xf.mean(1, keepdim=True)
-        y = d * torch.rsqrt(d.square().mean(1, keepdim=True) + self.eps)
-        return (y * self.weight.to(acc)[:, None, None] + self.bias.to(acc)[:, None, None]).to(x.dtype)
-
-
 class FANValueMLP(nn.Module):
     """FAN's value MLP on a (B, C, H, W) map (the official ``Mlp`` with its depth-wise conv), tokens = pixels:
         z = fc1(u);   z = z + g * dw2(BN(GELU(dw1(z))));   out = fc2(z)
@@ -513,14 +495,14 @@ class FANChannelAttention(IdentityStart):
         if c1 % num_heads:
             raise BlockArgumentError(f"FANChannelAttention: width {c1} must divide by num_heads={num_heads}")
         self.num_heads = num_heads
-        self.norm = ChannelLayerNorm(c1, eps=1e-6)
+        self.norm = LayerNorm2d(c1, eps=1e-6)
         self.q = nn.Conv2d(c1, c1, 1, bias=bool(qkv_bias))
         nn.init.trunc_normal_(self.q.weight, std=0.02)
         if self.q.bias is not None:
             nn.init.zeros_(self.q.bias)
         self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
         self.mlp_v = FANValueMLP(c1, max(int(c1 * mlp_ratio), 1))
-        self.norm_v = ChannelLayerNorm(c1, eps=1e-5)
+        self.norm_v = LayerNorm2d(c1, eps=1e-5)
         self.gamma = nn.Parameter(torch.full((c1,), float(eta)))
 
     def weights(self, u: torch.Tensor) -> torch.Tensor:
