@@ -154,14 +154,13 @@ class AFF(nn.Module):
         x, y = self._inputs(xs)
         return self._mix(x, y)[1]
 
-    def _mix(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x - y, M)."""
-        return x - y, self.attention[0].weights(x + y)
+    def _mix(self, x: torch.Tensor, y: torch.Tensor) -> tuple[None, torch.Tensor]:
+        """(unused, M)."""
+        return None, self.attention[0].weights(x + y)
 
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
         x, y = self._inputs(xs)
-        diff, m = self._mix(x, y)
-        return y + m * diff  # = m * x + (1 - m) * y
+        return torch.lerp(y, x, self._mix(x, y)[1])  # y + M * (x - y) = M * x + (1 - M) * y, one pass
 
 
 class iAFF(AFF):
@@ -174,7 +173,6 @@ class iAFF(AFF):
 
     n_attention = 2
 
-    def _mix(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        diff = x - y
-        s = y + self.attention[0].weights(x + y) * diff
-        return diff, self.attention[1].weights(s)
+    def _mix(self, x: torch.Tensor, y: torch.Tensor) -> tuple[None, torch.Tensor]:
+        s = torch.lerp(y, x, self.attention[0].weights(x + y))
+        return None, self.attention[1].weights(s)
