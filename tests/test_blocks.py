@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 import warnings
 from pathlib import Path
 
@@ -170,6 +171,56 @@ def test_no_graph_breaks(name, mode):
     torch._dynamo.reset()
     explanation = torch._dynamo.explain(getattr(factory(), mode)())(make(2, 13, 9))
     assert explanation.graph_break_count == 0, explanation.break_reasons
+
+
+def _compiled_vs_eager(name: str, backend: str, mode: str) -> None:
+    """Outputs and input gradients of torch.compile(block) equal eager's to 1e-5 (relative to the output's range)."""
+    import torch._dynamo
+
+    factory, make, _ = CASES[name]
+    torch.manual_seed(0)
+    m = _nontrivial(factory())
+    getattr(m, mode)()
+    x = make(2, 13, 9)
+    xs = _as_list(x)
+    torch._dynamo.reset()
+    compiled = torch.compile(m, backend=backend, fullgraph=True)
+    results = []
+    for fn in (m, compiled):
+        for t in xs:
+            t.grad = None
+            t.requires_grad_(mode == "train")
+        state = {k: v.clone() for k, v in m.state_dict().items()}  # BN statistics move in training: same start
+        y = fn(x)
+        if mode == "train":
+            y.square().mean().backward()
+        results.append((y.detach(), [t.grad for t in xs]))
+        m.load_state_dict(state)
+    (ye, ge), (yc, gc) = results
+    scale = max(1.0, ye.abs().max().item())
+    assert (yc - ye).abs().max() <= 1e-5 * scale
+    for a, b in zip(ge, gc):
+        if a is not None:
+            assert (b - a).abs().max() <= 1e-5 * max(1.0, a.abs().max().item())
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("name", CASES)
+def test_compiled_graph_matches_eager(name, mode):
+    """Every block under torch.compile's graph capture and autograd (aot_eager: the graph inductor would compile)."""
+    _compiled_vs_eager(name, "aot_eager", mode)
+
+
+INDUCTOR = ["SimAM", "CA", "CBAM", "SE", "ECA", "GCBlock", "AFF"]  # the blocks issue 5 names; all with the env var
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("name", list(CASES) if os.environ.get("YOLO_ATTN_FULL_COMPILE") == "1" else INDUCTOR)
+def test_inductor_matches_eager(name, mode):
+    """torch.compile with inductor (what Ultralytics' compile=True uses), CPU. YOLO_ATTN_FULL_COMPILE=1: every case
+    (about 10 s each)."""
+    _compiled_vs_eager(name, "inductor", mode)
 
 
 @pytest.mark.parametrize("name", CASES)

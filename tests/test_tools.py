@@ -82,3 +82,12 @@ def test_block_benchmark_script_runs(tmp_path):
         assert f"| {name} | 1x32x16x16 |" in text
     assert "ultralytics.nn.modules.CBAM" in text and "| yolov8n-cbam.yaml |" in text and "| yolov8n-cfnet.yaml |" in text
     assert cv2.imread(str(tmp_path / "blocks.png")) is not None
+
+
+def test_overhead_benchmark_script_runs(tmp_path):
+    run([sys.executable, REPO / "benchmarks" / "overhead.py", "--configs", "yolov8n-se.yaml,yolov8n-dcn.yaml",
+         "--rounds", 1, "--steps", 1, "--batch", 2, "--imgsz", 96, "--out", tmp_path], tmp_path)  # fmt: skip
+    text = (tmp_path / "overhead.md").read_text()
+    assert "| yolov8n.yaml | base | 1.000 | 1.000 |" in text
+    assert "| yolov8n-se.yaml | attention |" in text
+    assert "| yolov8n-dcn.yaml | other |" in text and "no target" in text

@@ -210,14 +210,15 @@ class MSCAM(IdentityStart):
         conv1, bn1, act, conv2, bn2 = self.local_att
         w1, w2 = conv1.weight.flatten(1), conv2.weight.flatten(1)  # (mid, C), (C, mid)
         xv = x.flatten(2)  # (B, C, H*W), a view
-        if self.training:
-            t = act(bn1(torch.matmul(w1, xv).view(b, -1, h, w)))
-            return (bn2(torch.matmul(w2, t.flatten(2)).view(b, c, h, w)) + g.unsqueeze(-1)).sigmoid()
+        if self.training:  # batched products (bmm): their input gradients come back contiguous under torch.compile
+            t = act(bn1(torch.bmm(w1.expand(b, -1, -1), xv).reshape(b, -1, h, w)))
+            out = torch.bmm(w2.expand(b, -1, -1), t.flatten(2)).reshape(b, c, h, w)
+            return (bn2(out) + g.unsqueeze(-1)).sigmoid()
         (w1, b1), (w2, b2) = _fold_bn(w1, bn1), _fold_bn(w2, bn2)
         t = act(torch.matmul(w1, xv) + b1.unsqueeze(-1))  # (B, mid, H*W)
         out = torch.baddbmm((g + b2.unsqueeze(-1)).to(x.dtype), w2.expand(b, -1, -1), t)  # (B, C, H*W)
         out = out.sigmoid_() if not (torch.is_grad_enabled() and out.requires_grad) else out.sigmoid()
-        return out.view(b, c, h, w)
+        return out.reshape(b, c, h, w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.gated(x, x * self.weights(x))

@@ -174,5 +174,5 @@ class iAFF(AFF):
     n_attention = 2
 
     def _mix(self, x: torch.Tensor, y: torch.Tensor) -> tuple[None, torch.Tensor]:
-        s = torch.lerp(y, x, self.attention[0].weights(x + y))
+        s = torch.addcmul(y, self.attention[0].weights(x + y), x - y)
         return None, self.attention[1].weights(s)
