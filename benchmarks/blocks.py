@@ -131,6 +131,33 @@ def bench_blocks(device, repeats: int) -> list[dict]:
     return rows
 
 
+PASS_SHAPE = (8, 256, 40, 40)
+PASS_TARGETS = {"SimAM": 6, "SE": 6, "ECA": 6, "CA": 12, "CBAM": 12, "GCBlock": 12, "AFF": 12}  # x floor, issue 5
+
+
+def pass_ratios(device, repeats: int, rounds: int = 3, shape=PASS_SHAPE) -> list[dict]:
+    """Inference latency / floor at 8x256x40x40 for every channel-preserving attention block and AFF, in interleaved
+    rounds (each round times the floor next to each block); the median ratio over rounds is reported."""
+    from yolo_attn.registry import BLOCKS, same_width
+
+    names = [n for n, s in BLOCKS.items() if (s.rule is same_width and s.kind == "attention") or n in PASS_TARGETS]
+    made = {n: make(n, shape, device) for n in names}
+    ratios = {n: [] for n in names}
+    times = {n: [] for n in names}
+    with torch.no_grad():
+        for _ in range(rounds):
+            for n, (m, x) in made.items():
+                m.eval()
+                xs = x if isinstance(x, list) else [x]
+                floor = median_ms(lambda: xs[0] * 2, device, repeats)
+                t = median_ms(lambda: m(x), device, repeats)
+                floor = min(floor, median_ms(lambda: xs[0] * 2, device, repeats))
+                ratios[n].append(t / floor)
+                times[n].append(t)
+    return [{"block": n, "shape": "x".join(map(str, shape)), "ms": statistics.median(times[n]),
+             "ratio": statistics.median(ratios[n]), "target": PASS_TARGETS.get(n)} for n in names]  # fmt: skip
+
+
 def others(device, repeats: int) -> list[dict]:
     """Other maintained implementations of the same blocks, timed side by side with ours on the same input."""
     from ultralytics.nn.modules.conv import CBAM as UltralyticsCBAM
@@ -212,8 +239,18 @@ def chart(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def markdown(env: str, block_rows, other_rows, model_rows, gpu_rows, imgsz: int = 640) -> str:
+def markdown(env: str, block_rows, other_rows, model_rows, gpu_rows, imgsz: int = 640, pass_rows=()) -> str:
     out = ["# yolo_attn benchmarks", "", env, ""]
+    if pass_rows:
+        shape = pass_rows[0]["shape"]
+        out += [f"## Passes over the map: inference at {shape}, CPU, as a ratio to one pass (`x * 2`)", "",
+                "| block | ms | x floor | target | |", "|---|---:|---:|---:|---|"]  # fmt: skip
+        for r in pass_rows:
+            t = r["target"]
+            verdict = "" if t is None else ("met" if r["ratio"] <= t else "missed")
+            out.append(f"| {r['block']} | {r['ms']:.2f} | {r['ratio']:.1f}x | {f'{t}x' if t else ''} | {verdict} |")
+        out += ["", "Median over 3 interleaved rounds of the block's time over the floor's, both measured next to each "
+                "other. Targets from issue 5 (SimAM, SE, ECA within 6x; CA, CBAM, GC, AFF within 12x).", ""]  # fmt: skip
     for title, rows in (("Blocks, CPU", block_rows), ("Blocks, CUDA", gpu_rows)):
         if not rows:
             continue
@@ -245,6 +282,7 @@ def main(argv=None) -> str:
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--out", default=str(Path(__file__).with_name("results")))
     ap.add_argument("--quick", action="store_true", help="one small shape, models at imgsz 160 (a smoke run)")
+    ap.add_argument("--passes-only", action="store_true", help="only the pass-count table (results/passes.md)")
     ap.add_argument("--configs", help="comma-separated yolov8n configs to time (default: every yolov8 ready config)")
     args = ap.parse_args(argv)
     global SHAPES
@@ -261,12 +299,18 @@ def main(argv=None) -> str:
            f"torch {torch.__version__}, ultralytics {ultralytics.__version__}, Python {sys.version.split()[0]}, "
            f"median of {args.repeats} after warm-up.")  # fmt: skip
     cpu = torch.device("cpu")
+    pass_rows = pass_ratios(cpu, args.repeats, 1, (1, 32, 16, 16)) if args.quick else pass_ratios(cpu, args.repeats)
+    if args.passes_only:
+        text = markdown(env, [], [], [], [], 640, pass_rows).split("## Ready yolov8n")[0]
+        (out / "passes.md").write_text(text)
+        print(text)
+        return text
     block_rows = bench_blocks(cpu, args.repeats)
     other_rows = others(cpu, args.repeats)
     configs = args.configs.split(",") if args.configs else None
     model_rows = bench_models(args.repeats, 160 if args.quick else 640, configs)
     gpu_rows = bench_blocks(torch.device("cuda"), args.repeats) if torch.cuda.is_available() else []
-    text = markdown(env, block_rows, other_rows, model_rows, gpu_rows, 160 if args.quick else 640)
+    text = markdown(env, block_rows, other_rows, model_rows, gpu_rows, 160 if args.quick else 640, pass_rows)
     (out / "blocks.md").write_text(text)
     chart(block_rows, out / "blocks.png")
     print(text)

@@ -81,6 +81,7 @@ def test_block_benchmark_script_runs(tmp_path):
     for name in BLOCKS:
         assert f"| {name} | 1x32x16x16 |" in text
     assert "ultralytics.nn.modules.CBAM" in text and "| yolov8n-cbam.yaml |" in text and "| yolov8n-cfnet.yaml |" in text
+    assert "## Passes over the map: inference at 1x32x16x16" in text and "| SimAM |" in text and "| 6x |" in text
     assert cv2.imread(str(tmp_path / "blocks.png")) is not None
 
 
