@@ -1,6 +1,6 @@
 """Every registered block in one model: built from a YAML by name, trained a step (every parameter gets a gradient),
 fused as Ultralytics fuses for inference (same outputs), saved, and reloaded in fresh processes, normally and with ULTRALYTICS_SAFE_LOAD=1, with identical
-outputs. A block added to the registry must be added to this YAML."""
+outputs (to float rounding). A block added to the registry must be added to this YAML."""
 
 from __future__ import annotations
 
@@ -107,4 +107,6 @@ def test_every_block_trains_saves_and_reloads(tmp_path):
         p = python(RELOAD, tmp_path, args=[ckpt, got], ULTRALYTICS_SAFE_LOAD=safe)
         loaded = set(eval(p.stdout.split("classes", 1)[1].strip()))
         assert set(BLOCKS) <= loaded, sorted(set(BLOCKS) - loaded)
-        assert np.array_equal(np.load(got), np.load(ref)), f"ULTRALYTICS_SAFE_LOAD={safe}"
+        a, b = np.load(got), np.load(ref)
+        # equal up to float rounding: BLAS may round differently in another process (buffer alignment)
+        assert np.abs(a - b).max() <= 1e-5 * max(1.0, np.abs(b).max()), (f"ULTRALYTICS_SAFE_LOAD={safe}", np.abs(a - b).max())
