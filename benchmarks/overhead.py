@@ -156,7 +156,7 @@ def main(argv=None) -> str:
         elif gx > INFER_TARGET:
             verdict = f"missed: the blocks add {gx - 1:.0%} FLOPs (compute, not memory passes)"
         else:
-            verdict = "missed: memory passes over full-resolution maps (see blocks.md, fwd / floor)"
+            verdict = "missed: memory passes over full-resolution maps (see passes.md)"
         lines.append(
             f"| {n} | {info[n]['kind']} | {px:.3f} | {gx:.3f} | {statistics.median(q['train_ms']):.0f} | {tr:.3f} | "
             f"{statistics.median(q['infer_ms']):.1f} | {inf:.3f} | {verdict} |"
