@@ -1,6 +1,7 @@
 """Every registered block in one model: built from a YAML by name, trained a step (every parameter gets a gradient),
-fused as Ultralytics fuses for inference (same outputs), saved, and reloaded in fresh processes, normally and with ULTRALYTICS_SAFE_LOAD=1, with identical
-outputs (to float rounding). A block added to the registry must be added to this YAML."""
+fused as Ultralytics fuses for inference (same outputs), saved, and reloaded in fresh processes, normally and with
+ULTRALYTICS_SAFE_LOAD=1, with identical outputs (to float rounding). A block added to the registry must be added to
+this YAML."""
 
 from __future__ import annotations
 
@@ -109,4 +110,5 @@ def test_every_block_trains_saves_and_reloads(tmp_path):
         assert set(BLOCKS) <= loaded, sorted(set(BLOCKS) - loaded)
         a, b = np.load(got), np.load(ref)
         # equal up to float rounding: BLAS may round differently in another process (buffer alignment)
-        assert np.abs(a - b).max() <= 1e-5 * max(1.0, np.abs(b).max()), (f"ULTRALYTICS_SAFE_LOAD={safe}", np.abs(a - b).max())
+        err = np.abs(a - b).max()
+        assert err <= 1e-5 * max(1.0, np.abs(b).max()), (f"ULTRALYTICS_SAFE_LOAD={safe}", err)

@@ -88,7 +88,10 @@ class SimAM(IdentityStart):
         n = max(x.shape[2] * x.shape[3] - 1, 1)
         d = x - x.mean((2, 3), keepdim=True)
         inplace = not (torch.is_grad_enabled() and d.requires_grad)
-        ss = torch.linalg.vector_norm(d, 2, dim=(2, 3), keepdim=True).square() if inplace else d.square().sum((2, 3), True)
+        if inplace:  # one read, no squared copy
+            ss = torch.linalg.vector_norm(d, 2, dim=(2, 3), keepdim=True).square()
+        else:
+            ss = d.square().sum((2, 3), keepdim=True)
         s = 0.5 * torch.rsqrt(ss / n + self.e_lambda)  # (B, C, 1, 1)
         if inplace:
             return d.mul_(s).square_().add_(0.5).sigmoid_()
