@@ -486,3 +486,13 @@ def test_forward_input_contracts():
         AFF([8, 8])([torch.randn(1, 8, 4, 4), torch.randn(1, 8, 8, 8)])
     with pytest.raises(ValueError, match="pyramid"):
         ASFF([8, 8, 8], 8, level=0)([torch.randn(1, 8, 8, 8), torch.randn(1, 8, 8, 8), torch.randn(1, 8, 2, 2)])
+
+
+def test_every_registered_block_has_contract_cases():
+    """A block in the registry must have cases here or in tests/test_blocks_<family>.py (so the generic contract,
+    ONNX and compile tests above run on it)."""
+    from yolo_attn.registry import BLOCKS
+
+    covered = {type(factory()) for factory, _, _ in CASES.values()}
+    missing = [name for name, spec in BLOCKS.items() if spec.cls not in covered]
+    assert not missing, f"no test cases for {missing}"
