@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,11 +41,10 @@ class Ready:
     why: str
     insert: dict | None = None  # family -> [(layer, args)] (rows added after those base layers)
     replace: dict | None = None  # family -> [layers] swapped for the block, same args
-    notes: list[str] = field(default_factory=list)
 
 
-def _stages(args="[]"):
-    return {f: [(i, args) for i in STAGES[f]] for f in FAMILIES}
+def _stages():
+    return {f: [(i, "[]") for i in STAGES[f]] for f in FAMILIES}
 
 
 SPECS = [
@@ -193,7 +192,7 @@ def build_text(spec: Ready, family: str) -> str:
         text, _ = yamledit.replace(doc, layers, spec.block)
     body = text[text.index("\nbackbone:") + 1 :]
     body = re.sub(r"(?m)^# YOLO.*(backbone|head)\n", "", body)
-    scales = yamledit.ModelYaml(base).data["scales"]
+    scales = doc.data["scales"]
     short = f"{family}n-{spec.tag}.yaml ... {family}x-{spec.tag}.yaml"
     head = [
         f"# yolo_attn ready config: {TITLES[family]} + {spec.title}",

@@ -40,6 +40,34 @@ def python(code: str, cwd: Path, args: list = (), **kw) -> subprocess.CompletedP
     return run([BIN / "python", "-c", code, *args], cwd, **kw)
 
 
+def trained_bn(m, spread: float = 0.1, seed: int = 1):
+    """Every BatchNorm of ``m`` as after training: running mean and bias ~ N(0, spread), running variance and weight
+    ~ U(0.5, 1.5), from a seeded generator. Eval-mode checks then see the BNs."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for bn in m.modules():
+            if isinstance(bn, torch.nn.modules.batchnorm._BatchNorm):
+                bn.running_mean.copy_(torch.randn(bn.num_features, generator=g) * spread)
+                bn.running_var.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
+                bn.weight.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
+                bn.bias.copy_(torch.randn(bn.num_features, generator=g) * spread)
+    return m
+
+
+def perturb_constants(m, scale: float, generator=None):
+    """Move every constant-initialised parameter of ``m`` (zero-init convs, scales starting at 0 or 1, identity
+    regressors, layer scales, BN affines) off its start by N(0, scale) noise, so no part of a block is a no-op."""
+    import torch
+
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.numel() and bool((p == p.flatten()[0]).all()):
+                p.add_(torch.randn(p.shape, generator=generator), alpha=scale)
+    return m
+
+
 def tensors_of(out) -> list:
     """Every tensor in a model output (train-mode heads return nested dicts and lists)."""
     import torch

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import perturb_constants
 
 from yolo_attn.modules import AFF, ASFF, CA, CBAM, DCN, MSCAM, SPD, C2f_DCN, SimAM, SPDConv, iAFF
 from yolo_attn.modules._common import IdentityStart
@@ -150,10 +151,8 @@ def _nontrivial(m: torch.nn.Module) -> torch.nn.Module:
     """Weights as after training: constant-initialised parameters (zero-init convs, scales at 0, identity regressors,
     layer scales, BN affine) moved off their start, BN running statistics random. Then no part is a no-op."""
     g = torch.Generator().manual_seed(1)
+    perturb_constants(m, 0.1, g)
     with torch.no_grad():
-        for p in m.parameters():
-            if p.numel() and bool((p == p.flatten()[0]).all()):
-                p.add_(torch.randn(p.shape, generator=g), alpha=0.1)
         for b in m.modules():
             if isinstance(b, torch.nn.modules.batchnorm._BatchNorm) and b.running_mean is not None:
                 b.running_mean.normal_(0, 0.1, generator=g)

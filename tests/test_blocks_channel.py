@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import trained_bn
 
 from yolo_attn.modules._common import BlockArgumentError
 from yolo_attn.modules.channel import BAM, ECA, GAM, SE, SEMLP, GCBlock, eca_kernel_size, scSE
@@ -43,18 +44,6 @@ CASES = {
 
 def _n_params(m: torch.nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
-
-
-def _randomise_bn(m: torch.nn.Module) -> torch.nn.Module:
-    """Non-trivial BN statistics and affine parameters, so eval-mode checks exercise them."""
-    for bn in m.modules():
-        if isinstance(bn, torch.nn.modules.batchnorm._BatchNorm):
-            with torch.no_grad():
-                bn.running_mean.normal_(0, 0.5)
-                bn.running_var.uniform_(0.5, 2.0)
-                bn.weight.uniform_(0.5, 1.5)
-                bn.bias.normal_(0, 0.3)
-    return m
 
 
 def _bn(t, bn):
@@ -127,7 +116,7 @@ def test_eca_interaction_is_local():
 # ----------------------------------------------------------------------------------------------------------------
 def test_gam_equation_with_3d_permutation():
     """The paper's channel submodule: permute to (B, H, W, C), a two-layer MLP, permute back, sigmoid."""
-    m = _randomise_bn(GAM(16)).double().eval()
+    m = trained_bn(GAM(16), 0.5).double().eval()
     x = torch.randn(2, 16, 9, 8, dtype=torch.float64)
     ch, sp = m.channel, m.spatial
     with torch.no_grad():
@@ -229,7 +218,7 @@ def test_scse_defaults_and_parameter_count():
 # BAM
 # ----------------------------------------------------------------------------------------------------------------
 def test_bam_equation():
-    m = _randomise_bn(BAM(32)).double().eval()
+    m = trained_bn(BAM(32), 0.5).double().eval()
     x = torch.randn(2, 32, 9, 7, dtype=torch.float64)
     mlp, bn_c = m.channel
     s = m.spatial
@@ -245,7 +234,7 @@ def test_bam_equation():
 
 def test_bam_attention_is_a_sum_of_a_channel_and_a_spatial_map():
     """y = x (1 + sigmoid(Mc + Ms)): logit(y / x - 1) = Mc[c] + Ms[h, w], so its double differences vanish."""
-    m = _randomise_bn(BAM(32)).double().eval()
+    m = trained_bn(BAM(32), 0.5).double().eval()
     x = torch.rand(1, 32, 6, 5, dtype=torch.float64) + 0.5
     with torch.no_grad():
         r = m(x) / x

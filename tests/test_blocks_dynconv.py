@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from conftest import trained_bn
 
 from yolo_attn.modules.dynconv import ACmix, ODConv, RefConv, SCConv, odconv_temperature
 
@@ -40,19 +41,6 @@ CASES = {
 }
 
 
-def _trained_bn(m: nn.Module) -> nn.Module:
-    """Non-trivial BatchNorm statistics and affine parameters, as after training."""
-    g = torch.Generator().manual_seed(1)
-    for b in m.modules():
-        if isinstance(b, nn.BatchNorm2d):
-            with torch.no_grad():
-                b.running_mean.copy_(torch.randn(b.num_features, generator=g) * 0.5)
-                b.running_var.copy_(torch.rand(b.num_features, generator=g) + 0.5)
-                b.weight.copy_(torch.rand(b.num_features, generator=g) + 0.5)
-                b.bias.copy_(torch.randn(b.num_features, generator=g) * 0.5)
-    return m
-
-
 def _nparams(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 
@@ -64,7 +52,7 @@ def test_odconv_equals_the_papers_per_sample_kernel():
     """y = (sum_i a_wi * a_f * a_c * a_s * W_i) * x with the attentions multiplied onto the kernel, one sample at a
     time; the block folds a_c into the input and a_f into the output instead."""
     torch.manual_seed(0)
-    m = _trained_bn(ODConv(8, 12, 3, 2, kernel_num=3)).double().eval()
+    m = trained_bn(ODConv(8, 12, 3, 2, kernel_num=3), 0.5).double().eval()
     m.update_temperature(2.5)
     x = torch.randn(3, 8, 9, 7, dtype=torch.float64)
     t, k = 2.5, 3
@@ -99,7 +87,7 @@ def test_odconv_heads_follow_the_kernel_space():
 
 def test_odconv_single_static_kernel_is_a_conv_between_attentions():
     """k = 1, n = 1: y = a_f * (W * (a_c * x)), a plain 1x1 conv between the two attentions."""
-    m = _trained_bn(ODConv(8, 16, 1, 1, kernel_num=1, act=False)).double().eval()
+    m = trained_bn(ODConv(8, 16, 1, 1, kernel_num=1, act=False), 0.5).double().eval()
     x = torch.randn(2, 8, 5, 6, dtype=torch.float64)
     with torch.no_grad():
         z = F.relu(m.fc_bn(m.fc(x.mean((2, 3), keepdim=True))))
@@ -160,7 +148,7 @@ def _refocus_reference(basis: torch.Tensor, t: torch.Tensor, g: int) -> torch.Te
 @pytest.mark.parametrize("c1, c2, g", [(2, 3, 1), (4, 4, 4), (4, 6, 2)])
 def test_refconv_kernel_is_basis_plus_refocused_basis(c1, c2, g):
     torch.manual_seed(0)
-    m = _trained_bn(RefConv(c1, c2, 3, 2, g=g)).double().eval()
+    m = trained_bn(RefConv(c1, c2, 3, 2, g=g), 0.5).double().eval()
     w = _refocus_reference(m.conv.weight, m.refocus.weight, g)
     x = torch.randn(2, c1, 9, 8, dtype=torch.float64)
     with torch.no_grad():
@@ -188,7 +176,7 @@ def test_refconv_basis_is_frozen_and_saved():
 def test_refconv_inherits_a_trained_conv():
     from ultralytics.nn.modules import Conv
 
-    conv = _trained_bn(Conv(8, 16, 3, 2))
+    conv = trained_bn(Conv(8, 16, 3, 2), 0.5)
     m = RefConv(8, 16, 3, 2)
     missing, unexpected = m.load_state_dict(conv.state_dict(), strict=False)
     assert missing == ["refocus.weight"] and not unexpected
@@ -198,7 +186,7 @@ def test_refconv_inherits_a_trained_conv():
 @pytest.mark.parametrize("g", [1, 8])
 def test_refconv_fuse_is_the_same_function(g):
     torch.manual_seed(0)
-    m = _trained_bn(RefConv(8, 8, 3, 2, g=g)).eval()
+    m = trained_bn(RefConv(8, 8, 3, 2, g=g), 0.5).eval()
     x = torch.randn(2, 8, 11, 7)
     with torch.no_grad():
         ref = m(x)
@@ -249,7 +237,7 @@ def test_fused_yolo_model_gives_the_same_outputs():
         old = model.model[i]
         new.i, new.f, new.type, new.np = old.i, old.f, type(new).__name__, _nparams(new)
         model.model[i] = new
-    _trained_bn(model).eval()
+    trained_bn(model, 0.5).eval()
     x = torch.rand(2, 3, 64, 96)
     with torch.no_grad():
         ref = model(x)[0]
@@ -270,7 +258,7 @@ def test_scconv_follows_the_calibration_equations():
     """Pooling by block means (a last partial block averages what it holds), upsampling by repetition and cropping,
     written with other primitives."""
     torch.manual_seed(0)
-    m = _trained_bn(SCConv(10, 12, 3, 2)).double().eval()
+    m = trained_bn(SCConv(10, 12, 3, 2), 0.5).double().eval()
     x = torch.randn(2, 10, 13, 9, dtype=torch.float64)
     r, h, w = 4, 13, 9
     with torch.no_grad():
@@ -416,7 +404,7 @@ def test_onnx_export_matches(name):
 
     torch.manual_seed(0)
     factory, c1 = EXPORTS[name]
-    m = _trained_bn(factory()).eval()
+    m = trained_bn(factory(), 0.5).eval()
     f = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -434,7 +422,7 @@ def test_onnx_export_matches(name):
 
 def test_odconv_traced_graph_takes_any_batch():
     """Traced (TorchScript export), the per-sample conv must not pin the batch size through its group count."""
-    m = _trained_bn(ODConv(16, 24, 3, 2)).eval()
+    m = trained_bn(ODConv(16, 24, 3, 2), 0.5).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(m, torch.randn(2, 16, 13, 9))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import trained_bn
 
 from yolo_attn.modules._common import IdentityStart
 from yolo_attn.modules.spatial import (
@@ -38,19 +39,6 @@ CASES = {
 }
 
 
-def _randomise_bn(m: torch.nn.Module) -> torch.nn.Module:
-    """Non-trivial running statistics and affine parameters (as after training), so eval-mode checks see BN."""
-    g = torch.Generator().manual_seed(1)
-    for bn in m.modules():
-        if isinstance(bn, torch.nn.BatchNorm2d):
-            with torch.no_grad():
-                bn.running_mean.copy_(torch.randn(bn.num_features, generator=g) * 0.1)
-                bn.running_var.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
-                bn.weight.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
-                bn.bias.copy_(torch.randn(bn.num_features, generator=g) * 0.1)
-    return m
-
-
 def _bn(bn, x):
     """Eval-mode batch norm written out with plain tensor ops."""
     shape = (1, -1, 1, 1)
@@ -70,7 +58,7 @@ def test_triplet_attention_matches_the_rotated_branches():
     rotate back; average the three branches. C, H, W all differ and the kernels are random, so a wrongly oriented
     plane or kernel shows."""
     torch.manual_seed(0)
-    m = _randomise_bn(TripletAttention(6)).double().eval()
+    m = trained_bn(TripletAttention(6), 0.1).double().eval()
     for gate in (m.cw, m.hc, m.hw):
         torch.nn.init.normal_(gate.conv.weight, std=0.3)
     x = torch.randn(2, 6, 9, 7, dtype=torch.float64)
@@ -98,7 +86,7 @@ def test_triplet_attention_parameters():
 # ----------------------------------------------------------------------------------------------------------------
 def test_strip_pooling_equations():
     torch.manual_seed(0)
-    m = _randomise_bn(StripPooling(8)).double().eval()
+    m = trained_bn(StripPooling(8), 0.1).double().eval()
     x = torch.randn(2, 8, 9, 6, dtype=torch.float64)
     h, w = x.shape[-2:]
     yh = _bn(m.bn1, F.conv2d(F.adaptive_avg_pool2d(x, (None, 1)), m.conv1.weight, padding=(1, 0)))  # (B, C, H, 1)
@@ -231,7 +219,7 @@ def test_stn_parameters():
 # ----------------------------------------------------------------------------------------------------------------
 def test_pre_activation_bottleneck_equation():
     torch.manual_seed(0)
-    u = _randomise_bn(PreActBottleneck(16)).double().eval()
+    u = trained_bn(PreActBottleneck(16), 0.1).double().eval()
     x = torch.randn(2, 16, 7, 5, dtype=torch.float64)
     y = F.conv2d(torch.relu(_bn(u.bn1, x)), u.conv1.weight)
     y = F.conv2d(torch.relu(_bn(u.bn2, y)), u.conv2.weight, padding=1)
@@ -260,7 +248,7 @@ def test_residual_attention_structure_follows_the_official_prototxt(levels, mask
 def test_residual_attention_learning():
     """y = post((1 + M) * T) with M the soft mask in (0, 1) and T the trunk output."""
     torch.manual_seed(0)
-    m = _randomise_bn(ResidualAttention(16, levels=2)).eval()
+    m = trained_bn(ResidualAttention(16, levels=2), 0.1).eval()
     got = {}
     m.trunk.register_forward_hook(lambda mod, i, o: got.__setitem__("T", o))
     m.mask_head.register_forward_hook(lambda mod, i, o: got.__setitem__("M", o))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import BIN, checkpoint_model, coco_batch, python, run
+from conftest import BIN, checkpoint_model, coco_batch, perturb_constants, python, run
 
 import yolo_attn
 from yolo_attn.modules import DCN
@@ -38,10 +38,7 @@ def checkpoints(base_checkpoints, tmp_path_factory) -> dict[str, Path]:
             if isinstance(m, DCN):
                 torch.nn.init.normal_(m.offset_mask.weight, std=0.05)
             elif type(m).__module__.startswith("yolo_attn.modules"):
-                with torch.no_grad():
-                    for p in m.parameters():
-                        if p.numel() and bool((p == p.flatten()[0]).all()):
-                            p.add_(torch.randn_like(p), alpha=0.05)
+                perturb_constants(m, 0.05)
         path = out / config.replace(".yaml", ".pt")
         torch.save({"model": copy.deepcopy(model).half(), "train_args": {}}, path)
         made[config] = path

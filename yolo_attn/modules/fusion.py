@@ -152,15 +152,15 @@ class AFF(nn.Module):
     def weights(self, xs: list[torch.Tensor]) -> torch.Tensor:
         """The final mixing weight M of the first input, (B, c2, H, W)."""
         x, y = self._inputs(xs)
-        return self._mix(x, y)[1]
+        return self._mix(x, y)
 
-    def _mix(self, x: torch.Tensor, y: torch.Tensor) -> tuple[None, torch.Tensor]:
-        """(unused, M)."""
-        return None, self.attention[0].weights(x + y)
+    def _mix(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The mixing weight M of x, (B, c2, H, W)."""
+        return self.attention[0].weights(x + y)
 
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
         x, y = self._inputs(xs)
-        return torch.lerp(y, x, self._mix(x, y)[1])  # y + M * (x - y) = M * x + (1 - M) * y, one pass
+        return torch.lerp(y, x, self._mix(x, y))  # y + M * (x - y) = M * x + (1 - M) * y, one pass
 
 
 class iAFF(AFF):
@@ -173,6 +173,6 @@ class iAFF(AFF):
 
     n_attention = 2
 
-    def _mix(self, x: torch.Tensor, y: torch.Tensor) -> tuple[None, torch.Tensor]:
-        s = torch.addcmul(y, self.attention[0].weights(x + y), x - y)
-        return None, self.attention[1].weights(s)
+    def _mix(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        s = torch.lerp(y, x, self.attention[0].weights(x + y))
+        return self.attention[1].weights(s)
