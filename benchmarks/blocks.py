@@ -9,12 +9,14 @@ and the latency as a ratio to the one-pass floor (``x * 2`` on the same tensor) 
 another maintained implementation of a block is installed (Ultralytics' CBAM; timm's CBAM/SE/ECA/GC if timm is), it
 is timed side by side on the same input. Per ready yolov8n config: parameters, GFLOPs at 640 (Ultralytics' counter),
 CPU inference latency, each as a ratio to plain yolov8n measured in the same run (interleaved). With a CUDA GPU the
-blocks are also measured there.
+blocks are also measured there, and the pass ratios at 8x256x40x40 in fp32 and under fp16 and bf16 autocast (with a
+check that every output is finite); --quick runs the autocast path on CPU in bf16.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import statistics
@@ -135,27 +137,36 @@ PASS_SHAPE = (8, 256, 40, 40)
 PASS_TARGETS = {"SimAM": 6, "SE": 6, "ECA": 6, "CA": 12, "CBAM": 12, "GCBlock": 12, "AFF": 12}  # x floor, issue 5
 
 
-def pass_ratios(device, repeats: int, rounds: int = 3, shape=PASS_SHAPE) -> list[dict]:
+def pass_ratios(device, repeats: int, rounds: int = 3, shape=PASS_SHAPE, dtype=None) -> list[dict]:
     """Inference latency / floor at 8x256x40x40 for every channel-preserving attention block and AFF, in interleaved
-    rounds (each round times the floor next to each block); the median ratio over rounds is reported."""
+    rounds (each round times the floor next to each block); the median ratio over rounds is reported. With ``dtype``
+    (fp16/bf16) the inputs are in that type and block and floor run under autocast, as in AMP training; each row
+    also says whether the output was finite."""
     from yolo_attn.registry import BLOCKS, same_width
 
     names = [n for n, s in BLOCKS.items() if (s.rule is same_width and s.kind == "attention") or n in PASS_TARGETS]
     made = {n: make(n, shape, device) for n in names}
+    if dtype is not None:
+        made = {n: (m, [t.to(dtype) for t in x] if isinstance(x, list) else x.to(dtype)) for n, (m, x) in made.items()}
     ratios = {n: [] for n in names}
     times = {n: [] for n in names}
-    with torch.no_grad():
+    finite = {}
+    amp = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+    with torch.no_grad(), amp:
         for _ in range(rounds):
             for n, (m, x) in made.items():
                 m.eval()
                 xs = x if isinstance(x, list) else [x]
+                finite[n] = bool(torch.isfinite(m(x)).all())
                 floor = median_ms(lambda: xs[0] * 2, device, repeats)
                 t = median_ms(lambda: m(x), device, repeats)
                 floor = min(floor, median_ms(lambda: xs[0] * 2, device, repeats))
                 ratios[n].append(t / floor)
                 times[n].append(t)
-    return [{"block": n, "shape": "x".join(map(str, shape)), "ms": statistics.median(times[n]),
-             "ratio": statistics.median(ratios[n]), "target": PASS_TARGETS.get(n)} for n in names]  # fmt: skip
+    where = device.type.upper() + ("" if dtype is None else f", {str(dtype).split('.')[-1]} autocast")
+    return [{"block": n, "shape": "x".join(map(str, shape)), "ms": statistics.median(times[n]), "where": where,
+             "ratio": statistics.median(ratios[n]), "target": PASS_TARGETS.get(n), "finite": finite[n],
+             "rounds": rounds} for n in names]  # fmt: skip
 
 
 def others(device, repeats: int) -> list[dict]:
@@ -241,16 +252,18 @@ def chart(rows: list[dict], path: Path) -> None:
 
 def markdown(env: str, block_rows, other_rows, model_rows, gpu_rows, imgsz: int = 640, pass_rows=()) -> str:
     out = ["# yolo_attn benchmarks", "", env, ""]
-    if pass_rows:
-        shape = pass_rows[0]["shape"]
-        out += [f"## Passes over the map: inference at {shape}, CPU, as a ratio to one pass (`x * 2`)", "",
-                "| block | ms | x floor | target | |", "|---|---:|---:|---:|---|"]  # fmt: skip
-        for r in pass_rows:
+    for where in dict.fromkeys(r["where"] for r in pass_rows):  # one table per device and precision, in order
+        rows = [r for r in pass_rows if r["where"] == where]
+        out += [f"## Passes over the map: inference at {rows[0]['shape']}, {where}, as a ratio to one pass (`x * 2`)",
+                "", "| block | ms | x floor | target | | finite |", "|---|---:|---:|---:|---|---|"]  # fmt: skip
+        for r in rows:
             t = r["target"]
             verdict = "" if t is None else ("met" if r["ratio"] <= t else "missed")
-            out.append(f"| {r['block']} | {r['ms']:.2f} | {r['ratio']:.1f}x | {f'{t}x' if t else ''} | {verdict} |")
-        out += ["", "Median over 3 interleaved rounds of the block's time over the floor's, both measured next to each "
-                "other. Targets from issue 5 (SimAM, SE, ECA within 6x; CA, CBAM, GC, AFF within 12x).", ""]  # fmt: skip
+            out.append(f"| {r['block']} | {r['ms']:.2f} | {r['ratio']:.1f}x | {f'{t}x' if t else ''} | {verdict} | "
+                       f"{'yes' if r['finite'] else 'NO'} |")  # fmt: skip
+        out += ["", f"Median over {rows[0]['rounds']} interleaved rounds of the block's time over the floor's, both "
+                "measured next to each other (under autocast both take inputs in the half type). Targets from issue 5 "
+                "(SimAM, SE, ECA within 6x; CA, CBAM, GC, AFF within 12x).", ""]  # fmt: skip
     for title, rows in (("Blocks, CPU", block_rows), ("Blocks, CUDA", gpu_rows)):
         if not rows:
             continue
@@ -299,7 +312,14 @@ def main(argv=None) -> str:
            f"torch {torch.__version__}, ultralytics {ultralytics.__version__}, Python {sys.version.split()[0]}, "
            f"median of {args.repeats} after warm-up.")  # fmt: skip
     cpu = torch.device("cpu")
-    pass_rows = pass_ratios(cpu, args.repeats, 1, (1, 32, 16, 16)) if args.quick else pass_ratios(cpu, args.repeats)
+    if args.quick:  # the CPU fp32 table, and the autocast path the GPU tables take, on a tiny shape
+        pass_rows = pass_ratios(cpu, args.repeats, 1, (1, 32, 16, 16))
+        pass_rows += pass_ratios(cpu, args.repeats, 1, (1, 32, 16, 16), torch.bfloat16)
+    else:
+        pass_rows = pass_ratios(cpu, args.repeats)
+    if torch.cuda.is_available() and not args.quick:
+        for dtype in (None, torch.float16, torch.bfloat16):
+            pass_rows += pass_ratios(torch.device("cuda"), args.repeats, 3, PASS_SHAPE, dtype)
     if args.passes_only:
         text = markdown(env, [], [], [], [], 640, pass_rows).split("## Ready yolov8n")[0]
         (out / "passes.md").write_text(text)

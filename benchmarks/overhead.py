@@ -1,13 +1,14 @@
 """What a ready config costs on top of plain yolov8n: one training step and one inference, side by side.
 
-    .venv/bin/python benchmarks/overhead.py [--rounds 3] [--steps 5] [--batch 8] [--imgsz 320] [--configs a,b]
+    .venv/bin/python benchmarks/overhead.py [--pairs 15] [--batch 8] [--imgsz 320] [--configs a,b]
 
 A training step is Ultralytics' own: model.loss on a real batch (the repository's COCO sample, letterboxed to imgsz,
-real labels), backward, SGD step. Inference is the fused model (as predict and val run it) under no_grad. Every
-config is timed in interleaved rounds with plain yolov8n (each round: every model once), and each ratio is taken to
-yolov8n in the same round, then the median over rounds: these machines are noisy. Targets (issue 5): a channel-
-preserving attention config's training step at most 1.10x plain yolov8n's, inference at most 1.05x. Writes
-results/overhead.md.
+real labels), backward, SGD step. Inference is the fused model (as predict and val run it) under no_grad. Each config
+is timed in pairs with plain yolov8n, step by step (base, config; then config, base; ...), and its ratio is the median
+of the per-pair ratios: a training step here varies by 10-20% from one step to the next (allocation, the assigner), so
+only steps timed next to each other compare. The table gives the spread (interquartile range of the pair ratios) too.
+Targets (issue 5): a channel-preserving attention config's training step at most 1.10x plain yolov8n's, inference at
+most 1.05x. Writes results/overhead.md.
 """
 
 from __future__ import annotations
@@ -50,14 +51,21 @@ def real_batch(batch: int, imgsz: int) -> dict:
     }
 
 
-def median_ms(fn, steps: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1e3
+def paired_ms(a, b, pairs: int) -> tuple[list[float], list[float]]:
+    """Times of ``a`` and ``b`` (ms), run next to each other ``pairs`` times, alternating which goes first."""
+    a(), b()  # warm-up
+    ta, tb = [], []
+    for i in range(pairs):
+        for fn, out in ((a, ta), (b, tb)) if i % 2 == 0 else ((b, tb), (a, ta)):
+            t = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - t) * 1e3)
+    return ta, tb
+
+
+def quartiles(v: list[float]) -> tuple[float, float]:
+    q = statistics.quantiles(v, n=4) if len(v) > 1 else [v[0], v[0], v[0]]
+    return q[0], q[2]
 
 
 def kind_of(model) -> str:
@@ -73,8 +81,7 @@ def kind_of(model) -> str:
 
 def main(argv=None) -> str:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--pairs", type=int, default=15, help="paired steps per config and kind")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--imgsz", type=int, default=320)
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
@@ -117,40 +124,51 @@ def main(argv=None) -> str:
 
         return step
 
-    opts = {n: torch.optim.SGD(m.parameters(), lr=1e-4, momentum=0.9) for n, m in train_models.items()}
-    ratios = {n: {"train": [], "infer": [], "train_ms": [], "infer_ms": []} for n in names}
-    for r in range(args.rounds):
-        base = {}
-        for n in names:
-            tr = median_ms(train_step(train_models[n], opts[n]), args.steps)
+    def infer_step(m):
+        def step():
             with torch.no_grad():
-                inf = median_ms(lambda: infer_models[n](x), args.steps)
-            if n == "yolov8n.yaml":
-                base = {"train": tr, "infer": inf}
-            ratios[n]["train_ms"].append(tr)
-            ratios[n]["infer_ms"].append(inf)
-            ratios[n]["train"].append(tr / base["train"])
-            ratios[n]["infer"].append(inf / base["infer"])
-            print(f"round {r + 1}/{args.rounds} {n:<28} train {tr:8.1f} ms  infer {inf:7.1f} ms", flush=True)
+                m(x)
+
+        return step
+
+    opts = {n: torch.optim.SGD(m.parameters(), lr=1e-4, momentum=0.9) for n, m in train_models.items()}
+    base_name = "yolov8n.yaml"
+    res = {n: {} for n in names}
+    for n in names[1:]:
+        for kind, a, b in (
+            ("train", train_step(train_models[base_name], opts[base_name]), train_step(train_models[n], opts[n])),
+            ("infer", infer_step(infer_models[base_name]), infer_step(infer_models[n])),
+        ):
+            ta, tb = paired_ms(a, b, args.pairs)
+            res[n][kind] = [y / x for x, y in zip(ta, tb)]
+            res[n][kind + "_ms"] = statistics.median(tb)
+            res[base_name].setdefault(kind + "_ms_all", []).extend(ta)
+        print(f"{n:<28} train x {statistics.median(res[n]['train']):.3f}  infer x "
+              f"{statistics.median(res[n]['infer']):.3f}", flush=True)  # fmt: skip
+    for kind in ("train", "infer"):
+        res[base_name][kind] = [1.0]
+        res[base_name][kind + "_ms"] = statistics.median(res[base_name].get(kind + "_ms_all", [float("nan")]))
 
     env = (f"{time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, {args.threads} threads, "
            f"torch {torch.__version__}, ultralytics {ultralytics.__version__}, batch {args.batch}, imgsz "
-           f"{args.imgsz}, CPU; {args.rounds} interleaved rounds, median of {args.steps} per model and round")  # fmt: skip
-    base = info["yolov8n.yaml"]
+           f"{args.imgsz}, CPU; {args.pairs} paired steps per config and kind")  # fmt: skip
+    base = info[base_name]
     lines = [
         "# Ready yolov8n configs: overhead over plain yolov8n",
         "",
         env + ".",
         "",
-        "| config | kind | params x | GFLOPs x | train step ms | train x | inference ms | inference x | targets |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| config | kind | params x | GFLOPs x | train step ms | train x | train x IQR | inference ms | inference x "
+        "| inference x IQR | targets |",
+        "|---|---|---:|---:|---:|---:|---|---:|---:|---|---|",
     ]
     for n in names:
-        q = ratios[n]
+        q = res[n]
         tr, inf = statistics.median(q["train"]), statistics.median(q["infer"])
         px, gx = info[n]["params"] / base["params"], info[n]["gflops"] / base["gflops"]
+        iqr = {k: "{:.3f}-{:.3f}".format(*quartiles(q[k])) if n != base_name else "" for k in ("train", "infer")}
         if info[n]["kind"] != "attention":
-            verdict = "" if n == "yolov8n.yaml" else "not a channel-preserving attention config (no target)"
+            verdict = "" if n == base_name else "not a channel-preserving attention config (no target)"
         elif tr <= TRAIN_TARGET and inf <= INFER_TARGET:
             verdict = "met"
         elif gx > INFER_TARGET:
@@ -158,14 +176,15 @@ def main(argv=None) -> str:
         else:
             verdict = "missed: memory passes over full-resolution maps (see passes.md)"
         lines.append(
-            f"| {n} | {info[n]['kind']} | {px:.3f} | {gx:.3f} | {statistics.median(q['train_ms']):.0f} | {tr:.3f} | "
-            f"{statistics.median(q['infer_ms']):.1f} | {inf:.3f} | {verdict} |"
+            f"| {n} | {info[n]['kind']} | {px:.3f} | {gx:.3f} | {q['train_ms']:.0f} | {tr:.3f} | {iqr['train']} | "
+            f"{q['infer_ms']:.1f} | {inf:.3f} | {iqr['infer']} | {verdict} |"
         )
     lines += [
         "",
         f"Targets: training step <= {TRAIN_TARGET}x and inference <= {INFER_TARGET}x plain yolov8n, for configs that "
-        "insert channel-preserving attention blocks. Ratios are per round against yolov8n timed in the same round, "
-        "median over rounds. GFLOPs are Ultralytics' own count (thop), which does not count deformable sampling.",
+        "insert channel-preserving attention blocks. Each ratio is the median over steps timed in pairs with plain "
+        "yolov8n (alternating which runs first); IQR is the interquartile range of those pair ratios, the noise of "
+        "this machine. GFLOPs are Ultralytics' own count (thop), which does not count deformable sampling.",
     ]
     text = "\n".join(lines) + "\n"
     out = Path(args.out)

@@ -130,6 +130,44 @@ def test_bf16_matches_fp32(name):
     assert (y.float() - ref).abs().max() <= 0.05 * ref.abs().max() + 0.05
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("name", CASES)
+def test_autocast(name, dtype):
+    """Under autocast (what AMP runs) inputs arrive in the half type, as from a conv before the block, with the
+    magnitudes of real activations on a 64x64 map, where sums of squares over H*W overflow fp16 (65504) unless
+    accumulated in fp32. A training step is finite, the output keeps the half type (a block that promotes to fp32
+    doubles the memory of what follows), and in eval mode the output matches fp32's within half precision (eval:
+    training-mode BN over a batch of 2 pooled vectors amplifies any rounding, in every precision)."""
+    factory, make, _ = CASES[name]
+    dt = getattr(torch, dtype)
+    torch.manual_seed(0)
+    m = _nontrivial(factory())
+    x = make(2, 64, 64)
+    listed = isinstance(x, list)
+    x = [4 * t for t in _as_list(x)]
+    xh = [t.to(dt).requires_grad_(True) for t in x]
+    m.train()
+    with torch.autocast("cpu", dtype=dt):
+        y = m(xh if listed else xh[0])
+    assert y.dtype == dt, f"{name}: output {y.dtype} from {dtype} input under autocast"
+    assert torch.isfinite(y).all(), f"{name}: non-finite output under {dtype} autocast"
+    y.float().square().mean().backward()
+    for t in xh:
+        assert t.grad is not None and torch.isfinite(t.grad).all(), f"{name}: non-finite input gradient"
+    for p_name, p in m.named_parameters():
+        assert p.grad is None or torch.isfinite(p.grad).all(), f"{name}: non-finite gradient of {p_name}"
+    m.eval()
+    with torch.no_grad():
+        xr = [t.detach().float() for t in xh]  # fp32 on the same (rounded) inputs: the block's own precision
+        ref = m(xr if listed else xr[0])
+        with torch.autocast("cpu", dtype=dt):
+            y = m([t.detach() for t in xh] if listed else xh[0].detach())
+    assert y.dtype == dt and torch.isfinite(y).all(), f"{name}: eval output {y.dtype}, finite {torch.isfinite(y).all()}"
+    err = (y.float() - ref).abs().max().item() / max(ref.abs().max().item(), 1.0)
+    tol = 0.02 if dt == torch.float16 else 0.05  # bf16 keeps 8 bits: 0.4% per rounding, amplified by softmaxes
+    assert err <= tol, f"{name}: {dtype} autocast differs from fp32 by {err:.3f} of the output's range"
+
+
 @pytest.mark.parametrize("name", CASES)
 def test_identity_start_is_the_identity(name):
     """Attention blocks with an armed gate pass their input through unchanged (fine-tuning starts from the base)."""

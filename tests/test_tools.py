@@ -81,13 +81,15 @@ def test_block_benchmark_script_runs(tmp_path):
     for name in BLOCKS:
         assert f"| {name} | 1x32x16x16 |" in text
     assert "ultralytics.nn.modules.CBAM" in text and "| yolov8n-cbam.yaml |" in text and "| yolov8n-cfnet.yaml |" in text
-    assert "## Passes over the map: inference at 1x32x16x16" in text and "| SimAM |" in text and "| 6x |" in text
+    assert "## Passes over the map: inference at 1x32x16x16, CPU," in text and "| SimAM |" in text and "| 6x |" in text
+    amp = text.split("## Passes over the map: inference at 1x32x16x16, CPU, bfloat16 autocast")[1].split("## ")[0]
+    assert "| SimAM |" in amp and "| NO |" not in amp  # the autocast path GPU runs take, every output finite
     assert cv2.imread(str(tmp_path / "blocks.png")) is not None
 
 
 def test_overhead_benchmark_script_runs(tmp_path):
     run([sys.executable, REPO / "benchmarks" / "overhead.py", "--configs", "yolov8n-se.yaml,yolov8n-dcn.yaml",
-         "--rounds", 1, "--steps", 1, "--batch", 2, "--imgsz", 96, "--out", tmp_path], tmp_path)  # fmt: skip
+         "--pairs", 2, "--batch", 2, "--imgsz", 96, "--out", tmp_path], tmp_path)  # fmt: skip
     text = (tmp_path / "overhead.md").read_text()
     assert "| yolov8n.yaml | base | 1.000 | 1.000 |" in text
     assert "| yolov8n-se.yaml | attention |" in text

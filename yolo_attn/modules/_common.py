@@ -77,8 +77,8 @@ class IdentityStart(nn.Module):
         return self
 
     def gated(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """y when no gate is armed, else x + g * (y - x)."""
-        return y if self.gate is None else x + self.gate * (y - x)
+        """y when no gate is armed, else x + g * (y - x) (g in y's dtype: a half map stays half under AMP)."""
+        return y if self.gate is None else x + self.gate.to(y.dtype) * (y - x)
 
 
 class LayerNorm2d(nn.Module):

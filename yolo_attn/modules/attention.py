@@ -84,15 +84,17 @@ class SimAM(IdentityStart):
 
         Written as t = (x - mu) * s with s = 1 / (2 sqrt(var + lambda)) per channel, 1/e = t^2 + 0.5. Without
         autograd every step after the subtraction runs in place on one buffer (fewer passes, no new allocations).
+        The sum of squares is accumulated in fp32 (for half inputs under AMP it overflows fp16 on large maps).
         """
         n = max(x.shape[2] * x.shape[3] - 1, 1)
         d = x - x.mean((2, 3), keepdim=True)
         inplace = not (torch.is_grad_enabled() and d.requires_grad)
+        acc = torch.promote_types(x.dtype, torch.float32)  # fp16/bf16 -> fp32; fp32/fp64 unchanged
         if inplace:  # one read, no squared copy
-            ss = torch.linalg.vector_norm(d, 2, dim=(2, 3), keepdim=True).square()
+            ss = torch.linalg.vector_norm(d, 2, dim=(2, 3), keepdim=True, dtype=acc).square()
         else:
-            ss = d.square().sum((2, 3), keepdim=True)
-        s = 0.5 * torch.rsqrt(ss / n + self.e_lambda)  # (B, C, 1, 1)
+            ss = d.square().sum((2, 3), keepdim=True, dtype=acc)
+        s = (0.5 * torch.rsqrt(ss / n + self.e_lambda)).to(x.dtype)  # (B, C, 1, 1); sums in fp32: fp16 overflows
         if inplace:
             return d.mul_(s).square_().add_(0.5).sigmoid_()
         return (d * s).square().add(0.5).sigmoid()

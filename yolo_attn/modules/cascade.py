@@ -85,7 +85,7 @@ class CFNetFocal(IdentityStart):
         z = z + self.act(self.norm2(self.dw2(z)))
         y = self.pw2(self.act(self.pw1(z)))
         if self.gamma is not None:
-            y = y * self.gamma
+            y = y * self.gamma.to(y.dtype)
         return self.gated(x, x + y)
 
 

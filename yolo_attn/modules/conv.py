@@ -104,7 +104,8 @@ class DCN(Conv):
     logits per deformable group; dm = 2 * sigmoid(m). The offset conv starts at zero, so dp = 0 and dm = 1: a new
     DCN computes exactly the plain convolution (the paper starts dm at 0.5; the factor 2 makes the start an identity
     so pretrained conv weights keep their meaning). The sampling runs on ``torchvision.ops.deform_conv2d``
-    (imported when the first DCN is built); on CPU it computes bf16 inputs in fp32, which that kernel lacks.
+    (imported when the first DCN is built); on CPU it computes bf16 inputs in fp32, which that kernel lacks. Under
+    AMP the offset conv runs in fp32 (a bf16 offset of 8 pixels is off by 1/32 of a pixel).
 
     Args:
         c1, c2, k, s, p, g, d, act: As ``Conv``.
@@ -132,7 +133,8 @@ class DCN(Conv):
         nn.init.zeros_(self.offset_mask.bias)
 
     def _deform(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        dy_dx_m = self.offset_mask(x)
+        with torch.autocast(x.device.type, enabled=False):  # sampling positions in the weights' dtype under AMP too
+            dy_dx_m = self.offset_mask(x.to(self.offset_mask.weight.dtype))
         n = dy_dx_m.shape[1] // 3  # deform_groups * K
         # NaN offsets (from non-finite input, e.g. the uninitialised tensor Ultralytics' FLOPs probe feeds) make
         # torchvision's CPU kernel read out of bounds and crash the process; +-inf are safe (they sample zeros).

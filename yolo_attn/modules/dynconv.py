@@ -381,4 +381,4 @@ class ACmix(nn.Module):
             term = a[:, j].unsqueeze(1) * kv[:, :, 1, :, sy, sx]  # (B, d, head, Ho, Wo)
             att = term if att is None else att + term
         att = att.to(x.dtype).reshape(b, dim * heads, att.shape[-2], att.shape[-1])  # channel d * head + h
-        return self.act(self.bn(self.alpha * att + self.beta * conv))
+        return self.act(self.bn(self.alpha.to(conv.dtype) * att + self.beta.to(conv.dtype) * conv))

@@ -79,7 +79,7 @@ class PAM(IdentityStart):
         return out.squeeze(1).transpose(1, 2).reshape(b, c, h, w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.gated(x, self.gamma * self.attend(x) + x)
+        return self.gated(x, self.gamma.to(x.dtype) * self.attend(x) + x)
 
 
 class CAM(IdentityStart):
@@ -107,12 +107,13 @@ class CAM(IdentityStart):
         b, c, h, w = x.shape
         xs = x.flatten(2)  # (B, C, N)
         xf = xs.to(_acc(x.dtype))
-        energy = torch.bmm(xf, xf.transpose(1, 2))  # (B, C, C)
+        with torch.autocast(x.device.type, enabled=False):  # AMP would run it in half again: sums over H*W overflow
+            energy = torch.bmm(xf, xf.transpose(1, 2))  # (B, C, C)
         att = torch.softmax(energy.amax(-1, keepdim=True) - energy, -1).to(x.dtype)
         return torch.bmm(att, xs).view(b, c, h, w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.gated(x, self.beta * self.attend(x) + x)
+        return self.gated(x, self.beta.to(x.dtype) * self.attend(x) + x)
 
 
 class DABlock(IdentityStart):
@@ -459,7 +460,7 @@ class FANValueMLP(nn.Module):
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         z = self.fc1(u)
-        z = z + self.gamma[:, None, None] * self.dw2(self.bn(self.act(self.dw1(z))))
+        z = z + self.gamma.to(z.dtype)[:, None, None] * self.dw2(self.bn(self.act(self.dw1(z))))
         return self.fc2(z)
 
 
@@ -517,4 +518,4 @@ class FANChannelAttention(IdentityStart):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         u = self.norm(x)
         v = self.norm_v(self.mlp_v(u))
-        return self.gated(x, x + self.gamma[:, None, None] * (self.weights(u) * v))
+        return self.gated(x, x + self.gamma.to(x.dtype)[:, None, None] * (self.weights(u) * v))

@@ -230,7 +230,8 @@ class STN(nn.Module):
     identity transform. Sampling: ``F.grid_sample`` bilinear, padding_mode='zeros' (points outside the map read 0,
     the paper's sampling kernel), align_corners=False (pixel centres, so the identity theta reproduces the map at
     any size, up to float rounding); the grid is built by hand (``affine_grid``). Grid and sampling run in at least
-    fp32 (a bf16 grid is off by up to 1/256 of the map width); the output has the input's dtype.
+    fp32, under AMP too, and so does theta's last layer (a bf16 grid is off by up to 1/256 of the map width); the output
+    has the input's dtype.
 
     Not an ``IdentityStart`` block: it already starts as the identity, and a zero gate on top would stop the
     gradient to theta while the gate's own gradient (y - x) is zero: neither would ever move. Batch-1 training on
@@ -264,14 +265,17 @@ class STN(nn.Module):
             self.fc2.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]))
 
     def theta(self, x: torch.Tensor) -> torch.Tensor:
-        """The affine transforms, (B, 2, 3), in x's dtype."""
-        z = self.loc(x).mean((2, 3))  # (B, mid)
-        return self.fc2(self.act(self.fc1(z))).reshape(-1, 2, 3)
+        """The affine transforms, (B, 2, 3), in fc2's dtype (under AMP too: a half theta shifts the grid)."""
+        z = self.act(self.fc1(self.loc(x).mean((2, 3))))  # (B, mid)
+        with torch.autocast(x.device.type, enabled=False):
+            return self.fc2(z.to(self.fc2.weight.dtype)).reshape(-1, 2, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = torch.promote_types(x.dtype, torch.float32)
-        grid = affine_grid(self.theta(x).to(dtype), x.shape[2], x.shape[3])
-        y = F.grid_sample(x.to(dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        theta = self.theta(x)
+        with torch.autocast(x.device.type, enabled=False):  # AMP would run the grid's product in half
+            grid = affine_grid(theta.to(dtype), x.shape[2], x.shape[3])
+            y = F.grid_sample(x.to(dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         return y.to(x.dtype)
 
 
