@@ -139,9 +139,9 @@ def test_sample_dataset_is_small_and_licensed():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("YOLO_ATTN_FULL_COMPILE") != "1", reason="4 minutes of inductor compilation on CPU: "
-                    "set YOLO_ATTN_FULL_COMPILE=1 to run it")  # fmt: skip
-@pytest.mark.parametrize("config", ["yolov8n-se.yaml"])
+@pytest.mark.skipif(os.environ.get("YOLO_ATTN_FULL_COMPILE") != "1", reason="4 minutes of inductor compilation per "
+                    "config on CPU: set YOLO_ATTN_FULL_COMPILE=1 to run it")  # fmt: skip
+@pytest.mark.parametrize("config", ["yolov8n-se.yaml", "yolo11n-cbam.yaml"])
 def test_yolo_train_with_compile(config, workdir, sample_data):
     """Ultralytics' own compile=True (torch.compile, inductor) trains and validates a ready config, no graph breaks."""
     p = run([BIN / "yolo", "train", f"model={config}", f"data={sample_data}", "epochs=1", "imgsz=64", "batch=4",

@@ -70,15 +70,24 @@ class TripletAttention(IdentityStart):
         self.hw = _ZPoolGate(kernel_size)
 
     def weights(self, x: torch.Tensor) -> torch.Tensor:
-        """(a_cw + a_hc + a_hw) / 3, (B, C, H, W) in (0, 1)."""
-        a_cw = self.cw(torch.stack((x.amax(2), x.mean(2)), 1))  # (B, 1, C, W)
+        """(a_cw + a_hc + a_hw) / 3, (B, C, H, W) in (0, 1).
+
+        The small branch maps are laid out as (B, C, 1, W) and (B, C, H, 1) with plain strides before the broadcast
+        sum: transposed views would make the sum come out in a (B, H, C, W) memory order, and every later pass over
+        it (the sum, x * w) a strided one, 5x slower here.
+        """
+        b, c, h, w = x.shape
+        a_cw = self.cw(torch.stack((x.amax(2), x.mean(2)), 1)).reshape(b, c, 1, w)  # (B, 1, C, W) -> (B, C, 1, W)
         z_hc = torch.stack((x.amax(3), x.mean(3)), 1).transpose(2, 3)  # (B, 2, H, C), small
-        a_hc = self.hc(z_hc)  # (B, 1, H, C)
+        a_hc = self.hc(z_hc).transpose(2, 3).reshape(b, c, h, 1)  # (B, 1, H, C) -> (B, C, H, 1), a small copy
         a_hw = self.hw(torch.cat((x.amax(1, keepdim=True), x.mean(1, keepdim=True)), 1))  # (B, 1, H, W)
-        return (a_cw / 3).transpose(1, 2) + (a_hc / 3).permute(0, 3, 2, 1) + a_hw / 3  # divide the small maps
+        return (a_cw / 3 + a_hc / 3).add_(a_hw / 3)  # divide the small maps; one full-size buffer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.gated(x, x * self.weights(x))
+        wts = self.weights(x)
+        if self.gate is None and not (torch.is_grad_enabled() and wts.requires_grad):
+            return wts.mul_(x)  # inference: the weights' buffer becomes the output
+        return self.gated(x, x * wts)
 
 
 # ----------------------------------------------------------------------------------------------------------------
