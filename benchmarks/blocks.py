@@ -150,14 +150,12 @@ def pass_ratios(device, repeats: int, rounds: int = 3, shape=PASS_SHAPE, dtype=N
         made = {n: (m, [t.to(dtype) for t in x] if isinstance(x, list) else x.to(dtype)) for n, (m, x) in made.items()}
     ratios = {n: [] for n in names}
     times = {n: [] for n in names}
-    finite = {}
     amp = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
     with torch.no_grad(), amp:
+        finite = {n: bool(torch.isfinite(m.eval()(x)).all()) for n, (m, x) in made.items()}
         for _ in range(rounds):
             for n, (m, x) in made.items():
-                m.eval()
                 xs = x if isinstance(x, list) else [x]
-                finite[n] = bool(torch.isfinite(m(x)).all())
                 floor = median_ms(lambda: xs[0] * 2, device, repeats)
                 t = median_ms(lambda: m(x), device, repeats)
                 floor = min(floor, median_ms(lambda: xs[0] * 2, device, repeats))

@@ -65,20 +65,28 @@ def paired_ms(a, b, pairs: int) -> tuple[list[float], list[float]]:
 
 def block_share(model, x, runs: int = 5) -> float:
     """Fraction of the model's inference time spent inside yolo_attn layers (forward hooks around each)."""
-    spent = [0.0]
+    spent = 0.0
+
+    def enter(*_):
+        nonlocal spent
+        spent -= time.perf_counter()
+
+    def leave(*_):
+        nonlocal spent
+        spent += time.perf_counter()
+
     ours = [m for m in model.model if type(m).__module__.startswith("yolo_attn")]
-    hooks = [m.register_forward_pre_hook(lambda *_: spent.__setitem__(0, spent[0] - time.perf_counter())) for m in ours]
-    hooks += [m.register_forward_hook(lambda *_: spent.__setitem__(0, spent[0] + time.perf_counter())) for m in ours]
+    hooks = [m.register_forward_pre_hook(enter) for m in ours] + [m.register_forward_hook(leave) for m in ours]
     with torch.no_grad():
         model(x)
-        spent[0] = 0.0
+        spent = 0.0
         t = time.perf_counter()
         for _ in range(runs):
             model(x)
         total = time.perf_counter() - t
     for h in hooks:
         h.remove()
-    return spent[0] / total
+    return spent / total
 
 
 def quartiles(v: list[float]) -> tuple[float, float]:
@@ -185,15 +193,15 @@ def main(argv=None) -> str:
         q = res[n]
         tr, inf = statistics.median(q["train"]), statistics.median(q["infer"])
         px, gx = info[n]["params"] / base["params"], info[n]["gflops"] / base["gflops"]
-        iqr = {k: "{:.3f}-{:.3f}".format(*quartiles(q[k])) if n != base_name else "" for k in ("train", "infer")}
-        lo = {k: quartiles(q[k])[0] if n != base_name else 1.0 for k in ("train", "infer")}
+        quart = {k: quartiles(q[k]) for k in ("train", "infer")}
+        iqr = {k: "{:.3f}-{:.3f}".format(*quart[k]) if n != base_name else "" for k in quart}
         if info[n]["kind"] != "attention":
             verdict = "" if n == base_name else "not a channel-preserving attention config (no target)"
         elif tr <= TRAIN_TARGET and inf <= INFER_TARGET:
             verdict = "met"
         elif gx > INFER_TARGET:
             verdict = f"missed: the blocks add {gx - 1:.0%} FLOPs (compute, not memory passes)"
-        elif lo["train"] <= TRAIN_TARGET and lo["infer"] <= INFER_TARGET:
+        elif quart["train"][0] <= TRAIN_TARGET and quart["infer"][0] <= INFER_TARGET:
             verdict = (f"not settled: the target lies inside this run's noise (IQR); its blocks take {q['share']:.1%} "
                        "of inference")
         else:

@@ -22,6 +22,11 @@ def check_int(block: str, name: str, value, minimum: int = 1) -> int:
     return value
 
 
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Dtype for sums and softmaxes: fp32 for half inputs (fp16 overflows, bf16 is too coarse), else the input's."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def check_float(block: str, name: str, value, minimum: float = 0.0, inclusive: bool = False) -> float:
     """Return ``float(value)`` if it is a real number above ``minimum`` (or equal when ``inclusive``)."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -80,6 +85,13 @@ class IdentityStart(nn.Module):
         """y when no gate is armed, else x + g * (y - x) (g in y's dtype: a half map stays half under AMP)."""
         return y if self.gate is None else x + self.gate.to(y.dtype) * (y - x)
 
+    def reweighted(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """gated(x, x * w) for full-size weights w that the caller just made and owns: at inference (no gate, no
+        autograd) the product is written over w, saving a map-sized allocation and its page faults."""
+        if self.gate is None and not (torch.is_grad_enabled() and w.requires_grad):
+            return w.mul_(x)
+        return self.gated(x, x * w)
+
 
 class LayerNorm2d(nn.Module):
     """LayerNorm over the channels of a (B, C, H, W) map, at every pixel (ConvNeXt's "channels_first" LayerNorm):
@@ -94,7 +106,7 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dt = torch.promote_types(x.dtype, torch.float32)  # fp16/bf16 -> fp32; fp32/fp64 unchanged
+        dt = acc_dtype(x.dtype)
         xf = x.to(dt)
         d = xf - xf.mean(1, keepdim=True)
         y = d * torch.rsqrt(d.square().mean(1, keepdim=True) + self.eps)

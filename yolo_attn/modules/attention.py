@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ._common import IdentityStart, PooledBatchNorm2d, check_float, check_int
+from ._common import IdentityStart, PooledBatchNorm2d, acc_dtype, check_float, check_int
 
 __all__ = ("CA", "SimAM", "CBAM", "CBAMChannelAttention", "CBAMSpatialAttention", "MSCAM")
 
@@ -89,7 +89,7 @@ class SimAM(IdentityStart):
         n = max(x.shape[2] * x.shape[3] - 1, 1)
         d = x - x.mean((2, 3), keepdim=True)
         inplace = not (torch.is_grad_enabled() and d.requires_grad)
-        acc = torch.promote_types(x.dtype, torch.float32)  # fp16/bf16 -> fp32; fp32/fp64 unchanged
+        acc = acc_dtype(x.dtype)
         if inplace:  # one read, no squared copy
             ss = torch.linalg.vector_norm(d, 2, dim=(2, 3), keepdim=True, dtype=acc).square()
         else:
@@ -100,10 +100,7 @@ class SimAM(IdentityStart):
         return (d * s).square().add(0.5).sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weights(x)
-        if self.gate is None and not (torch.is_grad_enabled() and w.requires_grad):
-            return w.mul_(x)  # inference: the weights' buffer becomes the output
-        return self.gated(x, x * w)
+        return self.reweighted(x, self.weights(x))
 
 
 class CBAMChannelAttention(nn.Module):

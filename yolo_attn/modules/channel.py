@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from ._common import BlockArgumentError, IdentityStart, PooledBatchNorm2d, check_float, check_int
+from ._common import BlockArgumentError, IdentityStart, PooledBatchNorm2d, acc_dtype, check_float, check_int
 
 __all__ = ("SEMLP", "SE", "ECA", "GAM", "GCBlock", "scSE", "BAM", "eca_kernel_size")
 
@@ -215,7 +215,7 @@ class GCBlock(IdentityStart):
     def weights(self, x: torch.Tensor) -> torch.Tensor:
         """Attention-pooling weights a, (B, 1, H, W), summing to 1 over H x W."""
         logits = self.mask(x)  # (B, 1, H, W)
-        a = logits.flatten(2).softmax(-1, dtype=torch.promote_types(x.dtype, torch.float32))  # half inputs: fp32
+        a = logits.flatten(2).softmax(-1, dtype=acc_dtype(x.dtype))
         return a.to(x.dtype).view_as(logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from ultralytics.nn.modules import Conv
 from ultralytics.nn.modules.conv import Conv2, autopad
 
-from ._common import BlockArgumentError, PooledBatchNorm2d, check_int
+from ._common import BlockArgumentError, PooledBatchNorm2d, acc_dtype, check_int
 
 __all__ = ("ODConv", "RefConv", "SCConv", "ACmix", "odconv_temperature")
 
@@ -356,7 +356,7 @@ class ACmix(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
         s, r, dim, heads = self.s, self.k_att // 2, self.dim, self.heads
-        acc = torch.promote_types(x.dtype, torch.float32)  # softmax and the window sum in fp32 (or better)
+        acc = acc_dtype(x.dtype)  # softmax and the window sum
         qkv = self.qkv(x)  # (B, 3 * c2, H, W)
         conv = F.conv2d(qkv, self.conv_weight(), None, s, self.k // 2, 1, dim)  # (B, c2, Ho, Wo)
 

@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from ultralytics.nn.modules import Conv
 
-from ._common import BlockArgumentError, IdentityStart, LayerNorm2d, check_float, check_int
+from ._common import BlockArgumentError, IdentityStart, LayerNorm2d, acc_dtype, check_float, check_int
 
 __all__ = (
     "PAM",
@@ -30,11 +30,6 @@ __all__ = (
     "FANValueMLP",
     "FANChannelAttention",
 )
-
-
-def _acc(dtype: torch.dtype) -> torch.dtype:
-    """Accumulation dtype: fp32 for half inputs, the input's own dtype for fp32/fp64."""
-    return torch.promote_types(dtype, torch.float32)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -106,7 +101,7 @@ class CAM(IdentityStart):
         """A X, (B, C, H, W): the attended channels before the beta-weighted residual."""
         b, c, h, w = x.shape
         xs = x.flatten(2)  # (B, C, N)
-        xf = xs.to(_acc(x.dtype))
+        xf = xs.to(acc_dtype(x.dtype))
         with torch.autocast(x.device.type, enabled=False):  # AMP would run it in half again: sums over H*W overflow
             energy = torch.bmm(xf, xf.transpose(1, 2))  # (B, C, C)
         att = torch.softmax(energy.amax(-1, keepdim=True) - energy, -1).to(x.dtype)
@@ -174,7 +169,7 @@ class _PSA(IdentityStart):
     def channel_weights(self, x: torch.Tensor) -> torch.Tensor:
         """A^ch, (B, C, 1, 1) in (0, 1)."""
         b, c = x.shape[:2]
-        p = self.ch_wq(x).flatten(2).softmax(-1, dtype=_acc(x.dtype)).to(x.dtype)  # (B, 1, N), softmax over H*W
+        p = self.ch_wq(x).flatten(2).softmax(-1, dtype=acc_dtype(x.dtype)).to(x.dtype)  # (B, 1, N), softmax over H*W
         ctx = torch.bmm(x.flatten(2), p.transpose(1, 2)).unsqueeze(-1)  # (B, C, 1, 1) = X p
         z = self.ch_wz(self.ch_wv(ctx))  # W_v(X) p == W_v(X p): W_v is linear without bias
         return self.ch_norm(z.view(b, c)).sigmoid().view(b, c, 1, 1)
@@ -185,7 +180,7 @@ class _PSA(IdentityStart):
         g = x.mean((2, 3), keepdim=True)  # (B, C, 1, 1)
         if a_ch is not None:
             g = g * a_ch  # GAP(a_ch * x) == a_ch * GAP(x)
-        q = self.sp_wq(g).flatten(1).softmax(-1, dtype=_acc(x.dtype)).to(x.dtype)  # (B, C/2), softmax over channels
+        q = self.sp_wq(g).flatten(1).softmax(-1, dtype=acc_dtype(x.dtype)).to(x.dtype)  # (B, C/2), over channels
         k = q @ self.sp_wv.weight.flatten(1)  # (B, C) = W_v^T q, so that q . W_v(x_p) = k . x_p
         if a_ch is not None:
             k = k * a_ch.view(b, c)
@@ -510,8 +505,8 @@ class FANChannelAttention(IdentityStart):
         """a, (B, C, 1, 1): the channel attention of the normalised map u."""
         b, c, h, w = u.shape
         shape = (b, self.num_heads, c // self.num_heads, h * w)
-        q = self.q(u).reshape(shape).softmax(-1, dtype=_acc(u.dtype))  # (B, heads, d, N)
-        k = u.reshape(shape).softmax(-1, dtype=_acc(u.dtype)).mean(2, keepdim=True)  # (B, heads, 1, N)
+        q = self.q(u).reshape(shape).softmax(-1, dtype=acc_dtype(u.dtype))  # (B, heads, d, N)
+        k = u.reshape(shape).softmax(-1, dtype=acc_dtype(u.dtype)).mean(2, keepdim=True)  # (B, heads, 1, N)
         a = torch.sigmoid(q @ k.transpose(-1, -2)) * self.temperature  # (B, heads, d, 1)
         return a.reshape(b, c, 1, 1).to(u.dtype)
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._common import BlockArgumentError, IdentityStart, PooledBatchNorm2d, check_int
+from ._common import BlockArgumentError, IdentityStart, PooledBatchNorm2d, acc_dtype, check_int
 
 __all__ = ("TripletAttention", "StripPooling", "LKA", "VANAttention", "STN", "ResidualAttention", "affine_grid")
 
@@ -84,10 +84,7 @@ class TripletAttention(IdentityStart):
         return (a_cw / 3 + a_hc / 3).add_(a_hw / 3)  # divide the small maps; one full-size buffer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        wts = self.weights(x)
-        if self.gate is None and not (torch.is_grad_enabled() and wts.requires_grad):
-            return wts.mul_(x)  # inference: the weights' buffer becomes the output
-        return self.gated(x, x * wts)
+        return self.reweighted(x, self.weights(x))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -280,7 +277,7 @@ class STN(nn.Module):
             return self.fc2(z.to(self.fc2.weight.dtype)).reshape(-1, 2, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = torch.promote_types(x.dtype, torch.float32)
+        dtype = acc_dtype(x.dtype)
         theta = self.theta(x)
         with torch.autocast(x.device.type, enabled=False):  # AMP would run the grid's product in half
             grid = affine_grid(theta.to(dtype), x.shape[2], x.shape[3])
