@@ -137,34 +137,51 @@ PASS_SHAPE = (8, 256, 40, 40)
 PASS_TARGETS = {"SimAM": 6, "SE": 6, "ECA": 6, "CA": 12, "CBAM": 12, "GCBlock": 12, "AFF": 12}  # x floor, issue 5
 
 
-def pass_ratios(device, repeats: int, rounds: int = 3, shape=PASS_SHAPE, dtype=None) -> list[dict]:
+def gemm_gflops(device, repeats: int) -> float:
+    """Throughput of fp32 matrix products on this device, measured now: a batched (8, 256, 256) @ (8, 256, 1600)
+    product, the size of a point-wise conv over an 8x256x40x40 map (what AFF's MS-CAM runs twice)."""
+    a, b = torch.randn(8, 256, 256, device=device), torch.randn(8, 256, 1600, device=device)
+    return 2 * 8 * 256 * 256 * 1600 / median_ms(lambda: torch.bmm(a, b), device, repeats) / 1e6
+
+
+def pass_ratios(device, repeats: int, rounds: int = 3, shape=PASS_SHAPE, dtype=None, compiled=False) -> list[dict]:
     """Inference latency / floor at 8x256x40x40 for every channel-preserving attention block and AFF, in interleaved
     rounds (each round times the floor next to each block); the median ratio over rounds is reported. With ``dtype``
     (fp16/bf16) the inputs are in that type and block and floor run under autocast, as in AMP training; each row
-    also says whether the output was finite."""
+    also says whether the output was finite. Each row also gives the block's arithmetic floor: its convolution and
+    matrix-product FLOPs at the matrix-product throughput measured in the same round, over the floor (fp32 only).
+    With ``compiled``, the blocks with a target are also timed compiled (torch.compile, inductor)."""
     from yolo_attn.registry import BLOCKS, same_width
 
     names = [n for n, s in BLOCKS.items() if (s.rule is same_width and s.kind == "attention") or n in PASS_TARGETS]
     made = {n: make(n, shape, device) for n in names}
     if dtype is not None:
         made = {n: (m, [t.to(dtype) for t in x] if isinstance(x, list) else x.to(dtype)) for n, (m, x) in made.items()}
-    ratios = {n: [] for n in names}
-    times = {n: [] for n in names}
+    fl = {n: flops(m.eval(), x) for n, (m, x) in made.items()} if dtype is None else {}
+    fast = {n: torch.compile(made[n][0]) for n in names if n in PASS_TARGETS} if compiled else {}
+    ratios, times, arith, comp = ({n: [] for n in names} for _ in range(4))
     amp = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
     with torch.no_grad(), amp:
         finite = {n: bool(torch.isfinite(m.eval()(x)).all()) for n, (m, x) in made.items()}
         for _ in range(rounds):
+            rate = gemm_gflops(device, repeats) if fl else None
             for n, (m, x) in made.items():
                 xs = x if isinstance(x, list) else [x]
                 floor = median_ms(lambda: xs[0] * 2, device, repeats)
                 t = median_ms(lambda: m(x), device, repeats)
+                tc = median_ms(lambda: fast[n](x), device, repeats) if n in fast else None
                 floor = min(floor, median_ms(lambda: xs[0] * 2, device, repeats))
                 ratios[n].append(t / floor)
                 times[n].append(t)
+                if rate:
+                    arith[n].append(fl[n] / rate / 1e6 / floor)
+                if tc is not None:
+                    comp[n].append(tc / floor)
     where = device.type.upper() + ("" if dtype is None else f", {str(dtype).split('.')[-1]} autocast")
+    med = lambda v: statistics.median(v) if v else None  # noqa: E731
     return [{"block": n, "shape": "x".join(map(str, shape)), "ms": statistics.median(times[n]), "where": where,
              "ratio": statistics.median(ratios[n]), "target": PASS_TARGETS.get(n), "finite": finite[n],
-             "rounds": rounds} for n in names]  # fmt: skip
+             "rounds": rounds, "arith": med(arith[n]), "compiled": med(comp[n])} for n in names]  # fmt: skip
 
 
 def others(device, repeats: int) -> list[dict]:
@@ -252,16 +269,22 @@ def markdown(env: str, block_rows, other_rows, model_rows, gpu_rows, imgsz: int 
     out = ["# yolo_attn benchmarks", "", env, ""]
     for where in dict.fromkeys(r["where"] for r in pass_rows):  # one table per device and precision, in order
         rows = [r for r in pass_rows if r["where"] == where]
+        ratio = lambda v: "" if v is None else "0" if v == 0 else "<0.1x" if v < 0.1 else f"{v:.1f}x"  # noqa: E731
         out += [f"## Passes over the map: inference at {rows[0]['shape']}, {where}, as a ratio to one pass (`x * 2`)",
-                "", "| block | ms | x floor | target | | finite |", "|---|---:|---:|---:|---|---|"]  # fmt: skip
+                "", "| block | ms | x floor | target | | arithmetic floor | compiled | finite |",
+                "|---|---:|---:|---:|---|---:|---:|---|"]  # fmt: skip
         for r in rows:
             t = r["target"]
             verdict = "" if t is None else ("met" if r["ratio"] <= t else "missed")
             out.append(f"| {r['block']} | {r['ms']:.2f} | {r['ratio']:.1f}x | {f'{t}x' if t else ''} | {verdict} | "
-                       f"{'yes' if r['finite'] else 'NO'} |")  # fmt: skip
+                       f"{ratio(r['arith'])} | {ratio(r['compiled'])} | {'yes' if r['finite'] else 'NO'} |")  # fmt: skip
         out += ["", f"Median over {rows[0]['rounds']} interleaved rounds of the block's time over the floor's, both "
                 "measured next to each other (under autocast both take inputs in the half type). Targets from issue 5 "
-                "(SimAM, SE, ECA within 6x; CA, CBAM, GC, AFF within 12x).", ""]  # fmt: skip
+                "(SimAM, SE, ECA within 6x; CA, CBAM, GC, AFF within 12x). Arithmetic floor: the block's convolution "
+                "and matrix-product FLOPs (torch FlopCounterMode) at the fp32 matrix-product throughput measured in the "
+                "same round (a batched 8x256x256 @ 8x256x1600 product), over the floor: what the block's arithmetic "
+                "alone costs, before any pass over memory. Compiled: the same block under torch.compile (inductor), "
+                "with --compiled.", ""]  # fmt: skip
     for title, rows in (("Blocks, CPU", block_rows), ("Blocks, CUDA", gpu_rows)):
         if not rows:
             continue
@@ -294,6 +317,7 @@ def main(argv=None) -> str:
     ap.add_argument("--out", default=str(Path(__file__).with_name("results")))
     ap.add_argument("--quick", action="store_true", help="one small shape, models at imgsz 160 (a smoke run)")
     ap.add_argument("--passes-only", action="store_true", help="only the pass-count table (results/passes.md)")
+    ap.add_argument("--compiled", action="store_true", help="pass table: also time the blocks with targets compiled")
     ap.add_argument("--configs", help="comma-separated yolov8n configs to time (default: every yolov8 ready config)")
     args = ap.parse_args(argv)
     global SHAPES
@@ -311,10 +335,10 @@ def main(argv=None) -> str:
            f"median of {args.repeats} after warm-up.")  # fmt: skip
     cpu = torch.device("cpu")
     if args.quick:  # the CPU fp32 table, and the autocast path the GPU tables take, on a tiny shape
-        pass_rows = pass_ratios(cpu, args.repeats, 1, (1, 32, 16, 16))
+        pass_rows = pass_ratios(cpu, args.repeats, 1, (1, 32, 16, 16), compiled=args.compiled)
         pass_rows += pass_ratios(cpu, args.repeats, 1, (1, 32, 16, 16), torch.bfloat16)
     else:
-        pass_rows = pass_ratios(cpu, args.repeats)
+        pass_rows = pass_ratios(cpu, args.repeats, compiled=args.compiled)
     if torch.cuda.is_available() and not args.quick:
         for dtype in (None, torch.float16, torch.bfloat16):
             pass_rows += pass_ratios(torch.device("cuda"), args.repeats, 3, PASS_SHAPE, dtype)

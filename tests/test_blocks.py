@@ -375,6 +375,21 @@ def test_attentional_fusion_is_a_convex_mix(cls):
     assert len(m.attention) == (2 if cls is iAFF else 1)
 
 
+@pytest.mark.parametrize("cls", [AFF, iAFF])
+@pytest.mark.parametrize("widths", [[16, 24], [24, 24]])
+def test_fusion_inference_buffers_match_the_autograd_path(cls, widths):
+    """In plain eager inference AFF and iAFF write their weights and output over buffers they made (out=): the result
+    equals the path taken with autograd on, and the inputs are left as they were."""
+    m = _nontrivial(cls(widths, 24)).eval()
+    x, y = torch.randn(2, widths[0], 7, 5), torch.randn(2, widths[1], 7, 5)
+    x0, y0 = x.clone(), y.clone()
+    with torch.no_grad():
+        fast = m([x, y])
+    slow = m([x, y])  # the parameters require grad: no out= buffers
+    assert slow.requires_grad and torch.equal(x, x0) and torch.equal(y, y0)
+    torch.testing.assert_close(fast, slow.detach(), rtol=1e-5, atol=1e-6)
+
+
 def test_asff_resizing_follows_the_paper():
     m = ASFF([16, 32, 64], 24, level=0)
     # level 0 target: 2x finer input needs nothing, P4 (1 octave coarser) and P5 (2) are 1x1 conv + upsample

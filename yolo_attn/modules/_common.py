@@ -27,6 +27,19 @@ def acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
+def no_autograd(t: torch.Tensor) -> bool:
+    """True when autograd does not track ``t`` (inference, or an input that needs no gradient): a block may then
+    overwrite a tensor it made itself (in-place ops), which autograd would otherwise have to keep."""
+    return not (torch.is_grad_enabled() and t.requires_grad)
+
+
+def plain_eager(*ts: torch.Tensor) -> bool:
+    """True in plain eager inference on the operands ``ts``: autograd tracks none of them, and the code is neither
+    traced (ONNX / TorchScript export) nor being compiled. Only then may a block write an op's result into a buffer
+    of its own with ``out=``, which autograd and the tracers reject."""
+    return all(map(no_autograd, ts)) and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
+
+
 def check_float(block: str, name: str, value, minimum: float = 0.0, inclusive: bool = False) -> float:
     """Return ``float(value)`` if it is a real number above ``minimum`` (or equal when ``inclusive``)."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -88,7 +101,7 @@ class IdentityStart(nn.Module):
     def reweighted(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """gated(x, x * w) for full-size weights w that the caller just made and owns: at inference (no gate, no
         autograd) the product is written over w, saving a map-sized allocation and its page faults."""
-        if self.gate is None and not (torch.is_grad_enabled() and w.requires_grad):
+        if self.gate is None and no_autograd(w):
             return w.mul_(x)
         return self.gated(x, x * w)
 

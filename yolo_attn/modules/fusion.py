@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from ultralytics.nn.modules import Conv
 
-from ._common import BlockArgumentError, BlockInputError, IdentityStart, check_int, layer_name
+from ._common import BlockArgumentError, BlockInputError, IdentityStart, check_int, layer_name, plain_eager
 from .attention import MSCAM
 
 __all__ = ("ASFF", "AFF", "iAFF")
@@ -155,12 +155,12 @@ class AFF(nn.Module):
         return self._mix(x, y)
 
     def _mix(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The mixing weight M of x, (B, c2, H, W)."""
-        return self.attention[0].weights(x + y)
+        """The mixing weight M of x, (B, c2, H, W); in plain eager inference it reuses the memory of the sum."""
+        return self.attention[0].weights(x + y, reuse=True)
 
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
         x, y = self._inputs(xs)
-        return torch.lerp(y, x, self._mix(x, y))  # y + M * (x - y) = M * x + (1 - M) * y, one pass
+        return _lerp_over(y, x, self._mix(x, y))
 
 
 class iAFF(AFF):
@@ -174,5 +174,12 @@ class iAFF(AFF):
     n_attention = 2
 
     def _mix(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        s = torch.lerp(y, x, self.attention[0].weights(x + y))
-        return self.attention[1].weights(s)
+        s = _lerp_over(y, x, self.attention[0].weights(x + y, reuse=True))
+        return self.attention[1].weights(s, reuse=True)
+
+
+def _lerp_over(y: torch.Tensor, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """M * x + (1 - M) * y = y + M * (x - y) in one pass (torch.lerp); written over m, a weight map the caller made
+    and no longer needs, in plain eager inference (saves a map-sized allocation)."""
+    over = plain_eager(m, x, y) and m.is_contiguous() and x.dtype == y.dtype == m.dtype
+    return torch.lerp(y, x, m, out=m if over else None)
