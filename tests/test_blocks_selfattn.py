@@ -108,6 +108,23 @@ def test_cam_equations():
     assert _nparams(CAM(256)) == 1
 
 
+def test_cam_weights_hold_no_subnormals():
+    """Realistic energies push most softmax weights below fp32's smallest normal number; CAM sets them to 0 (they
+    slow the CPU's matrix product 30x) and the output stays that of the plain softmax."""
+    m = _randomise(CAM(32))
+    x = torch.randn(2, 32, 20, 20) * 2
+    xs = x.flatten(2)
+    e = xs @ xs.transpose(1, 2)
+    plain = torch.softmax(e.amax(-1, keepdim=True) - e, -1)
+    tiny = torch.finfo(torch.float32).tiny
+    assert ((plain > 0) & (plain < tiny)).any()  # the input does produce subnormal weights
+    with torch.no_grad():
+        w = m.weights(x)
+        assert not ((w > 0) & (w < tiny)).any()
+        torch.testing.assert_close(w.sum(-1), torch.ones(2, 32))
+        torch.testing.assert_close(m(x), m.beta * (plain @ xs).view_as(x) + x, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("cls", [PAM, CAM])
 def test_zero_init_is_identity_but_learns(cls):
     m = cls(16).train()
