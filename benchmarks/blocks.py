@@ -267,9 +267,9 @@ def chart(rows: list[dict], path: Path) -> None:
 
 def markdown(env: str, block_rows, other_rows, model_rows, gpu_rows, imgsz: int = 640, pass_rows=()) -> str:
     out = ["# yolo_attn benchmarks", "", env, ""]
+    ratio = lambda v: "" if v is None else "0" if v == 0 else "<0.1x" if v < 0.1 else f"{v:.1f}x"  # noqa: E731
     for where in dict.fromkeys(r["where"] for r in pass_rows):  # one table per device and precision, in order
         rows = [r for r in pass_rows if r["where"] == where]
-        ratio = lambda v: "" if v is None else "0" if v == 0 else "<0.1x" if v < 0.1 else f"{v:.1f}x"  # noqa: E731
         out += [f"## Passes over the map: inference at {rows[0]['shape']}, {where}, as a ratio to one pass (`x * 2`)",
                 "", "| block | ms | x floor | target | | arithmetic floor | compiled | finite |",
                 "|---|---:|---:|---:|---|---:|---:|---|"]  # fmt: skip

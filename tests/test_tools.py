@@ -84,10 +84,9 @@ def test_block_benchmark_script_runs(tmp_path):
     assert "ultralytics.nn.modules.CBAM" in text and "| yolov8n-cbam.yaml |" in text and "| yolov8n-cfnet.yaml |" in text
     assert "## Passes over the map: inference at 1x32x16x16, CPU," in text and "| SimAM |" in text and "| 6x |" in text
     fp32 = text.split("## Passes over the map: inference at 1x32x16x16, CPU, as")[1].split("## ")[0]
-    aff = next(line.split("|") for line in fp32.splitlines() if line.startswith("| AFF |"))
-    assert re.fullmatch(r" (\d+\.\d|<0\.1)x ", aff[6]), aff  # arithmetic floor: FLOPs at the measured GEMM rate
-    simam = next(ln for ln in fp32.splitlines() if ln.startswith("| SimAM |"))
-    assert simam.split("|")[6] == " 0 "  # parameter-free: no arithmetic to count
+    arith = {ln.split("|")[1].strip(): ln.split("|")[6] for ln in fp32.splitlines() if ln.startswith("| ")}
+    assert re.fullmatch(r" (\d+\.\d|<0\.1)x ", arith["AFF"]), arith  # arithmetic floor: FLOPs at the GEMM rate
+    assert arith["SimAM"] == " 0 "  # parameter-free: no arithmetic to count
     amp = text.split("## Passes over the map: inference at 1x32x16x16, CPU, bfloat16 autocast")[1].split("## ")[0]
     assert "| SimAM |" in amp and "| NO |" not in amp  # the autocast path GPU runs take, every output finite
     assert cv2.imread(str(tmp_path / "blocks.png")) is not None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ._common import IdentityStart, PooledBatchNorm2d, acc_dtype, check_float, check_int, plain_eager
+from ._common import IdentityStart, PooledBatchNorm2d, acc_dtype, check_float, check_int, no_autograd, plain_eager
 
 __all__ = ("CA", "SimAM", "CBAM", "CBAMChannelAttention", "CBAMSpatialAttention", "MSCAM")
 
@@ -88,7 +88,7 @@ class SimAM(IdentityStart):
         """
         n = max(x.shape[2] * x.shape[3] - 1, 1)
         d = x - x.mean((2, 3), keepdim=True)
-        inplace = not (torch.is_grad_enabled() and d.requires_grad)
+        inplace = no_autograd(d)
         acc = acc_dtype(x.dtype)
         if inplace:  # one read, no squared copy
             ss = torch.linalg.vector_norm(d, 2, dim=(2, 3), keepdim=True, dtype=acc).square()
