@@ -317,6 +317,44 @@ def test_simam_energy_formula():
     assert sum(p.numel() for p in SimAM(8).parameters()) == 0
 
 
+def _simam_literal(x: torch.Tensor, lam: float) -> torch.Tensor:
+    """The block's docstring formula, term by term in fp64."""
+    x = x.double()
+    n = max(x.shape[2] * x.shape[3] - 1, 1)
+    d = (x - x.mean((2, 3), keepdim=True)) ** 2
+    return x * torch.sigmoid(d / (4 * (d.sum((2, 3), keepdim=True) / n + lam)) + 0.5)
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 40, 40), (1, 3, 7, 9), (2, 4, 1, 1), (2, 4, 1, 6)])
+def test_simam_fp32_paths_match_the_literal_formula(shape):
+    """fp32, channel means far above the spread (the hard case for the statistics: mean 100, std 0.01 in some
+    channels), through the inference path (written over its buffer), the autograd path, channels_last input and the
+    term-by-term form that export traces; 1x1 maps give the constant weight sigmoid(0.5)."""
+    torch.manual_seed(0)
+    lam = 1e-4
+    x = torch.randn(shape)
+    x[:, ::2] = x[:, ::2] * 0.01 + 100
+    ref = _simam_literal(x, lam)
+    m = SimAM(shape[1], lam)
+    with torch.no_grad():
+        y_inf = m(x)
+        y_cl = m(x.contiguous(memory_format=torch.channels_last))
+        y_traced_form = x * m._literal_weights(x)  # what export records
+    xg = x.clone().requires_grad_()
+    y_grad = m(xg)
+    y_grad.sum().backward()
+    for y in (y_inf, y_cl, y_grad, y_traced_form):
+        assert y.dtype == torch.float32
+        assert torch.allclose(y.double(), ref, rtol=2e-4, atol=1e-5), (y.double() - ref).abs().max()
+    xd = x.double().requires_grad_()
+    _simam_literal(xd, lam).sum().backward()
+    err = (xg.grad.double() - xd.grad).abs()
+    assert err[:, 1::2].max() < 1e-5  # ordinary channels
+    assert err.max() < 5e-3 * xd.grad.abs().max()  # mean 100, std 0.01: fp32's x - mu keeps ~3 digits (as before)
+    if shape[2] * shape[3] == 1:
+        assert torch.allclose(y_inf, x * torch.sigmoid(torch.tensor(0.5)))
+
+
 def test_coordinate_attention_factorises_over_h_and_w():
     """y / x at (c, i, j) is g^h_c(i) * g^w_c(j): each channel's weight map has rank 1."""
     m = CA(16).eval()

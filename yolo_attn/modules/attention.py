@@ -7,12 +7,18 @@ YAML parser fills in from ``from`` (it is never written in the YAML). Each can s
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ._common import IdentityStart, PooledBatchNorm2d, acc_dtype, check_float, check_int, no_autograd, plain_eager
 
 __all__ = ("CA", "SimAM", "CBAM", "CBAMChannelAttention", "CBAMSpatialAttention", "MSCAM")
+
+_HALF = torch.tensor(0.5)  # a 0-dim CPU scalar: adds to maps of any dtype and device without promoting them
+_SIGMOID_HALF = 1 / (1 + math.exp(-0.5))
 
 
 class CA(IdentityStart):
@@ -80,24 +86,34 @@ class SimAM(IdentityStart):
         self.e_lambda = check_float("SimAM", "e_lambda", e_lambda)
 
     def weights(self, x: torch.Tensor) -> torch.Tensor:
-        """sigmoid(1/e) per neuron, (B, C, H, W).
+        """sigmoid(1/e) per neuron, (B, C, H, W), in x's dtype.
 
-        Written as t = (x - mu) * s with s = 1 / (2 sqrt(var + lambda)) per channel, 1/e = t^2 + 0.5. Without
-        autograd every step after the subtraction runs in place on one buffer (fewer passes, no new allocations).
-        The sum of squares is accumulated in fp32 (for half inputs under AMP it overflows fp16 on large maps).
+        The statistics come from one group norm with a group per channel (one fused kernel, sums in fp32 for half
+        inputs): with eps = lambda * n / (H W) it returns g = (x - mu) / sqrt(n / (H W) * (var + lambda)), so
+            1/e = d / (4 (var + lambda)) + 0.5 = g^2 * n / (4 H W) + 0.5,
+        one multiply-add over g (written over g in plain eager inference), then the sigmoid (in place without
+        autograd): with the product in ``forward``, four kernels over the map instead of eight. The formula is
+        applied term by term instead for export (tracing: eps depends on H x W, which a traced group norm would
+        freeze) and for non-contiguous (channels_last) input, whose CPU group norm takes E[x^2] - E[x]^2 in fp32
+        and loses the variance of channels whose mean is far above their spread.
         """
+        if torch.jit.is_tracing() or not x.is_contiguous():
+            return self._literal_weights(x)
+        hw = x.shape[2] * x.shape[3]
+        if hw == 1:  # d = 0 everywhere (F.group_norm rejects a single value per group at batch 1)
+            return torch.full_like(x, _SIGMOID_HALF)
+        n = hw - 1
+        g = F.group_norm(x, x.shape[1], eps=self.e_lambda * n / hw)  # fp32 under autocast
+        e = torch.addcmul(_HALF, g, g, value=n / (4 * hw), out=g if plain_eager(g) else None)
+        w = e.sigmoid_() if no_autograd(e) else e.sigmoid()
+        return w.to(x.dtype)
+
+    def _literal_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """The docstring's formula, term by term (sums in fp32 for half inputs: fp16 overflows on large maps)."""
         n = max(x.shape[2] * x.shape[3] - 1, 1)
         d = x - x.mean((2, 3), keepdim=True)
-        inplace = no_autograd(d)
-        acc = acc_dtype(x.dtype)
-        if inplace:  # one read, no squared copy
-            ss = torch.linalg.vector_norm(d, 2, dim=(2, 3), keepdim=True, dtype=acc).square()
-        else:
-            ss = d.square().sum((2, 3), keepdim=True, dtype=acc)
-        s = (0.5 * torch.rsqrt(ss / n + self.e_lambda)).to(x.dtype)  # (B, C, 1, 1); sums in fp32: fp16 overflows
-        if inplace:
-            return d.mul_(s).square_().add_(0.5).sigmoid_()
-        return (d * s).square().add(0.5).sigmoid()
+        var = d.square().sum((2, 3), keepdim=True, dtype=acc_dtype(x.dtype)) / n
+        return (d.square() / (4 * (var + self.e_lambda)).to(x.dtype) + 0.5).sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.reweighted(x, self.weights(x))
