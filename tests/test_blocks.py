@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from conftest import perturb_constants
 
 from yolo_attn.modules import AFF, ASFF, CA, CBAM, DCN, MSCAM, SPD, C2f_DCN, SimAM, SPDConv, iAFF
-from yolo_attn.modules._common import IdentityStart
+from yolo_attn.modules._common import Conv1x1, IdentityStart
 from yolo_attn.modules.conv import space_to_depth
 
 torch.manual_seed(0)
@@ -103,6 +103,26 @@ def test_forward_backward_shape(name, size):
     y.square().mean().backward()
     for t in _as_list(x):
         assert t.grad is not None and torch.isfinite(t.grad).all() and t.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_inference_fast_paths_match_autograd(name):
+    """Eval mode: the output without autograd (where blocks work in place, write over their own buffers with out=,
+    and run 1x1 convs as products) equals the output with autograd tracking the inputs, and leaves the inputs as
+    they were."""
+    factory, make, _ = CASES[name]
+    torch.manual_seed(0)
+    m = factory().eval()
+    x = make(2, 16, 12)
+    before = [t.clone() for t in _as_list(x)]
+    with torch.no_grad():
+        y_fast = m(x)
+    for t, t0 in zip(_as_list(x), before):
+        assert torch.equal(t, t0), f"{name}: inference changed its input"
+    for t in _as_list(x):
+        t.requires_grad_(True)
+    y_ref = m(x)
+    assert torch.allclose(y_fast, y_ref, rtol=1e-5, atol=1e-5), (y_fast - y_ref).abs().max()
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -411,6 +431,41 @@ def test_attentional_fusion_is_a_convex_mix(cls):
             mm = m.attention[0].weights(x + y)
             assert torch.allclose(z, mm * x + (1 - mm) * y, atol=1e-6)
     assert len(m.attention) == (2 if cls is iAFF else 1)
+
+
+@pytest.mark.parametrize("shape", [(2, 16, 9, 7), (3, 16, 1, 1), (1, 16, 5, 1)])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_conv1x1_is_a_pointwise_conv2d(shape, bias, layout):
+    """Conv1x1 (a batched product on CPU) against nn.Conv2d(c1, c2, 1) with the same state dict: outputs, input and
+    weight gradients, the dtype under bf16 autocast; and Ultralytics' FLOP count (thop) of each."""
+    from ultralytics.utils.torch_utils import get_flops
+
+    torch.manual_seed(0)
+    ref = torch.nn.Conv2d(16, 5, 1, bias=bias)
+    m = Conv1x1(16, 5, bias=bias)
+    m.load_state_dict(ref.state_dict())
+    x = torch.randn(shape)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = ref(xa), m(xb)
+    assert ya.shape == yb.shape and torch.allclose(ya, yb, atol=1e-5)
+    probe = torch.arange(ya.numel()).view_as(ya).sin()
+    (ya * probe).sum().backward()
+    (yb * probe).sum().backward()
+    assert torch.allclose(xa.grad, xb.grad, atol=1e-5)
+    assert torch.allclose(ref.weight.grad, m.weight.grad, atol=1e-4)
+    if bias:
+        assert torch.allclose(ref.bias.grad, m.bias.grad, atol=1e-4)
+    with torch.no_grad():
+        assert torch.equal(m(x), m(x))  # the in-place bias leaves no trace on the next call
+    for grad in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16), torch.set_grad_enabled(grad):
+            assert m(xb).dtype == ref(xa).dtype
+    pair = (torch.nn.Conv2d(3, 5, 1, bias=bias), Conv1x1(3, 5, bias=bias))  # get_flops feeds a 3-channel image
+    flops = [get_flops(torch.nn.Sequential(c), 64) for c in pair]
+    assert flops[0] > 0 and flops[0] == flops[1]
 
 
 @pytest.mark.parametrize("cls", [AFF, iAFF])

@@ -13,7 +13,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._common import IdentityStart, PooledBatchNorm2d, acc_dtype, check_float, check_int, no_autograd, plain_eager
+from ._common import (
+    Conv1x1, IdentityStart, PooledBatchNorm2d, acc_dtype, check_float, check_int, no_autograd, plain_eager,
+)
 
 __all__ = ("CA", "SimAM", "CBAM", "CBAMChannelAttention", "CBAMSpatialAttention", "MSCAM")
 
@@ -44,11 +46,11 @@ class CA(IdentityStart):
         check_int("CA", "reduction", reduction)
         check_int("CA", "min_mid", min_mid)
         mid = max(min_mid, c1 // reduction)
-        self.conv1 = nn.Conv2d(c1, mid, 1)
+        self.conv1 = Conv1x1(c1, mid)
         self.bn = nn.BatchNorm2d(mid)
         self.act = nn.Hardswish()
-        self.conv_h = nn.Conv2d(mid, c1, 1)
-        self.conv_w = nn.Conv2d(mid, c1, 1)
+        self.conv_h = Conv1x1(mid, c1)
+        self.conv_w = Conv1x1(mid, c1)
 
     def weights(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(g^h (B, C, H, 1), g^w (B, C, 1, W))."""
@@ -129,7 +131,7 @@ class CBAMChannelAttention(nn.Module):
         super().__init__()
         check_int("CBAM", "reduction", reduction)
         hidden = max(c1 // reduction, 1)
-        self.mlp = nn.Sequential(nn.Conv2d(c1, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, c1, 1))
+        self.mlp = nn.Sequential(Conv1x1(c1, hidden), nn.ReLU(inplace=True), Conv1x1(hidden, c1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (self.mlp(x.mean((2, 3), keepdim=True)) + self.mlp(x.amax((2, 3), keepdim=True))).sigmoid()
@@ -202,17 +204,17 @@ class MSCAM(IdentityStart):
         check_int("MSCAM", "reduction", reduction)
         mid = max(c1 // reduction, 1)
         self.local_att = nn.Sequential(
-            nn.Conv2d(c1, mid, 1, bias=False),
+            Conv1x1(c1, mid, bias=False),
             nn.BatchNorm2d(mid),
             nn.ReLU(inplace=True),
-            nn.Conv2d(mid, c1, 1, bias=False),
+            Conv1x1(mid, c1, bias=False),
             nn.BatchNorm2d(c1),
         )
         self.global_att = nn.Sequential(
-            nn.Conv2d(c1, mid, 1, bias=False),
+            Conv1x1(c1, mid, bias=False),
             PooledBatchNorm2d(mid),
             nn.ReLU(inplace=True),
-            nn.Conv2d(mid, c1, 1, bias=False),
+            Conv1x1(mid, c1, bias=False),
             PooledBatchNorm2d(c1),
         )
 

@@ -17,13 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ._common import (
-    BlockArgumentError,
-    BlockInputError,
-    IdentityStart,
-    LayerNorm2d,
-    check_float,
-    check_int,
-    layer_name,
+    BlockArgumentError, BlockInputError, Conv1x1, IdentityStart, LayerNorm2d, check_float, check_int, layer_name,
 )
 
 __all__ = ("CFNetFocal", "CFNetTransition")
@@ -74,8 +68,8 @@ class CFNetFocal(IdentityStart):
         self.norm1 = LayerNorm2d(c1)
         self.dw2 = nn.Conv2d(c1, c1, kernel_size, padding=dilation * half, dilation=dilation, groups=c1)
         self.norm2 = LayerNorm2d(c1)
-        self.pw1 = nn.Conv2d(c1, expansion * c1, 1)
-        self.pw2 = nn.Conv2d(expansion * c1, c1, 1)
+        self.pw1 = Conv1x1(c1, expansion * c1)
+        self.pw2 = Conv1x1(expansion * c1, c1)
         self.act = nn.GELU()
         self.gamma = nn.Parameter(torch.full((c1, 1, 1), layer_scale)) if layer_scale > 0 else None
         _init_official(self.dw1, self.dw2, self.pw1, self.pw2)
@@ -120,8 +114,8 @@ class CFNetTransition(IdentityStart):
             check_int("CFNetTransition", "input width", c)
         check_int("CFNetTransition", "c2", c2)
         widths = [c2, *c1[1:]]  # width of t_k
-        self.align = nn.Identity() if c1[0] == c2 else nn.Conv2d(c1[0], c2, 1, bias=False)
-        self.proj = nn.ModuleList(nn.Conv2d(widths[k + 1], widths[k], 1, bias=False) for k in range(len(c1) - 1))
+        self.align = nn.Identity() if c1[0] == c2 else Conv1x1(c1[0], c2, bias=False)
+        self.proj = nn.ModuleList(Conv1x1(widths[k + 1], widths[k], bias=False) for k in range(len(c1) - 1))
         self.norm = nn.ModuleList(nn.BatchNorm2d(widths[k]) for k in range(len(c1) - 1))
         _init_official(*self.proj)
 

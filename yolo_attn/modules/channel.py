@@ -14,7 +14,10 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from ._common import BlockArgumentError, IdentityStart, PooledBatchNorm2d, acc_dtype, check_float, check_int
+from ._common import (
+    BlockArgumentError, Conv1x1, IdentityStart, PooledBatchNorm2d, acc_dtype, check_float, check_int, no_autograd,
+    plain_eager,
+)
 
 __all__ = ("SEMLP", "SE", "ECA", "GAM", "GCBlock", "scSE", "BAM", "eca_kernel_size")
 
@@ -55,10 +58,10 @@ class SEMLP(nn.Sequential):
             raise BlockArgumentError(f"{block}: norm must be None or 'layer', got {norm!r}")
         hidden = max(c // reduction, 1)
         super().__init__()
-        self.fc1 = nn.Conv2d(c, hidden, 1)
+        self.fc1 = Conv1x1(c, hidden)
         self.norm = nn.LayerNorm([hidden, 1, 1]) if norm == "layer" else nn.Identity()
         self.act = act()
-        self.fc2 = nn.Conv2d(hidden, c, 1)
+        self.fc2 = Conv1x1(hidden, c)
 
 
 def _pool(x: torch.Tensor) -> torch.Tensor:
@@ -199,7 +202,7 @@ class GCBlock(IdentityStart):
 
     def __init__(self, c1: int, reduction: int = 16):
         super().__init__()
-        self.mask = nn.Conv2d(c1, 1, 1)
+        self.mask = Conv1x1(c1, 1)
         self.transform = SEMLP(c1, reduction, norm="layer", block="GCBlock")
         nn.init.kaiming_normal_(self.mask.weight, mode="fan_in", nonlinearity="relu")
         nn.init.zeros_(self.mask.bias)
@@ -252,7 +255,7 @@ class scSE(IdentityStart):
             raise BlockArgumentError(f"scSE: aggregation must be one of {self.AGGREGATIONS}, got {aggregation!r}")
         self.aggregation = aggregation
         self.cse = SEMLP(c1, reduction, block="scSE")
-        self.sse = nn.Conv2d(c1, 1, 1)
+        self.sse = Conv1x1(c1, 1)
 
     def weights(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(channel weights (B, C, 1, 1), spatial weights (B, 1, H, W)), both in (0, 1)."""
@@ -295,19 +298,23 @@ class BAM(IdentityStart):
         check_int("BAM", "dilation", dilation)
         self.channel = nn.Sequential(SEMLP(c1, reduction, block="BAM"), PooledBatchNorm2d(c1))
         mid = max(c1 // reduction, 1)
-        layers = [nn.Conv2d(c1, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True)]
+        layers = [Conv1x1(c1, mid, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True)]
         for _ in range(2):
             layers += [
                 nn.Conv2d(mid, mid, 3, padding=dilation, dilation=dilation, bias=False),
                 nn.BatchNorm2d(mid),
                 nn.ReLU(inplace=True),
             ]
-        layers += [nn.Conv2d(mid, 1, 1, bias=False), nn.BatchNorm2d(1)]
+        layers += [Conv1x1(mid, 1, bias=False), nn.BatchNorm2d(1)]
         self.spatial = nn.Sequential(*layers)
 
     def weights(self, x: torch.Tensor) -> torch.Tensor:
-        """M(x) = sigmoid(Mc + Ms), (B, C, H, W) in (0, 1)."""
-        return (self.channel(_pool(x)) + self.spatial(x)).sigmoid()
+        """M(x) = sigmoid(Mc + Ms), (B, C, H, W) in (0, 1) (the sigmoid in place on the sum, without autograd)."""
+        m = self.channel(_pool(x)) + self.spatial(x)
+        return m.sigmoid_() if no_autograd(m) else m.sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.gated(x, torch.addcmul(x, x, self.weights(x)))
+        m = self.weights(x)
+        if self.gate is None and plain_eager(m, x) and m.dtype == x.dtype:  # x + x * M written over M (inference)
+            return torch.addcmul(x, x, m, out=m)
+        return self.gated(x, torch.addcmul(x, x, m))

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from ultralytics.nn.modules import Conv
 from ultralytics.nn.modules.conv import Conv2, autopad
 
-from ._common import BlockArgumentError, PooledBatchNorm2d, acc_dtype, check_int
+from ._common import BlockArgumentError, Conv1x1, PooledBatchNorm2d, acc_dtype, check_int
 
 __all__ = ("ODConv", "RefConv", "SCConv", "ACmix", "odconv_temperature")
 
@@ -85,12 +85,12 @@ class ODConv(nn.Module):
         self.k, self.s, self.p, self.g, self.d = k, s, autopad(k, p, d), g, d
         hidden = max(c1 // reduction, self.MIN_HIDDEN)
 
-        self.fc = nn.Conv2d(c1, hidden, 1, bias=False)
+        self.fc = Conv1x1(c1, hidden, bias=False)
         self.fc_bn = PooledBatchNorm2d(hidden)
-        self.channel_fc = nn.Conv2d(hidden, c1, 1)
-        self.filter_fc = None if c1 == c2 == g else nn.Conv2d(hidden, c2, 1)
-        self.spatial_fc = None if k == 1 else nn.Conv2d(hidden, k * k, 1)
-        self.kernel_fc = None if kernel_num == 1 else nn.Conv2d(hidden, kernel_num, 1)
+        self.channel_fc = Conv1x1(hidden, c1)
+        self.filter_fc = None if c1 == c2 == g else Conv1x1(hidden, c2)
+        self.spatial_fc = None if k == 1 else Conv1x1(hidden, k * k)
+        self.kernel_fc = None if kernel_num == 1 else Conv1x1(hidden, kernel_num)
         self.weight = nn.Parameter(torch.empty(kernel_num, c2, c1 // g, k, k))
         self.bn = nn.BatchNorm2d(c2)
         self.act = _activation(act)
@@ -330,7 +330,7 @@ class ACmix(nn.Module):
         self.k, self.s, self.k_att, self.dim = k, s, k_att, c2 // head
         self.scale = self.dim**-0.5
 
-        self.qkv = nn.Conv2d(c1, 3 * c2, 1)  # output channel (d, t, h): index d * 3 * head + t * head + h
+        self.qkv = Conv1x1(c1, 3 * c2)  # output channel (d, t, h): index d * 3 * head + t * head + h
         self.rel_pos = nn.Parameter(torch.empty(2, self.dim).uniform_(-(2**-0.5), 2**-0.5))  # like a 1x1 conv 2 -> d
         self.fc = nn.Parameter(torch.empty(k * k, 3 * head))
         nn.init.kaiming_uniform_(self.fc, a=math.sqrt(5))  # nn.Conv2d(3 * head, k * k, 1)'s default init

@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from ultralytics.nn.modules import Conv
 
-from ._common import BlockArgumentError, BlockInputError, IdentityStart, check_int, layer_name, plain_eager
+from ._common import BlockArgumentError, BlockInputError, Conv1x1, IdentityStart, check_int, layer_name, plain_eager
 from .attention import MSCAM
 
 __all__ = ("ASFF", "AFF", "iAFF")
@@ -52,7 +52,7 @@ class ASFF(IdentityStart):
         inter = c1[level]
         self.resize = nn.ModuleList(self._resizer(c, inter, j - level) for j, c in enumerate(c1))
         self.weight_feats = nn.ModuleList(Conv(inter, compress, 1, 1) for _ in c1)
-        self.weight_levels = nn.Conv2d(compress * n, n, 1)
+        self.weight_levels = Conv1x1(compress * n, n)
         self.expand = Conv(inter, c2, 3, 1)
 
     @staticmethod

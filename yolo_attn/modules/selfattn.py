@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from ultralytics.nn.modules import Conv
 
-from ._common import BlockArgumentError, IdentityStart, LayerNorm2d, acc_dtype, check_float, check_int
+from ._common import BlockArgumentError, Conv1x1, IdentityStart, LayerNorm2d, acc_dtype, check_float, check_int
 
 __all__ = (
     "PAM",
@@ -59,9 +59,9 @@ class PAM(IdentityStart):
         super().__init__()
         check_int("PAM", "reduction", reduction)
         ck = max(c1 // reduction, 1)
-        self.query = nn.Conv2d(c1, ck, 1)
-        self.key = nn.Conv2d(c1, ck, 1)
-        self.value = nn.Conv2d(c1, c1, 1)
+        self.query = Conv1x1(c1, ck)
+        self.key = Conv1x1(c1, ck)
+        self.value = Conv1x1(c1, c1)
         self.gamma = nn.Parameter(torch.zeros(1))
 
     def attend(self, x: torch.Tensor) -> torch.Tensor:
@@ -147,7 +147,7 @@ class DABlock(IdentityStart):
         self.cam_in = Conv(c1, c_, 3, act=nn.ReLU())
         self.cam = CAM(c_)
         self.cam_out = Conv(c_, c_, 3, act=nn.ReLU())
-        self.proj = nn.Conv2d(c_, c1, 1)
+        self.proj = Conv1x1(c_, c1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.pam_out(self.pam(self.pam_in(x)))
@@ -164,12 +164,12 @@ class _PSA(IdentityStart):
     def __init__(self, c1: int):
         super().__init__()
         c_ = max(c1 // 2, 1)
-        self.ch_wq = nn.Conv2d(c1, 1, 1, bias=False)
-        self.ch_wv = nn.Conv2d(c1, c_, 1, bias=False)
-        self.ch_wz = nn.Conv2d(c_, c1, 1, bias=False)
+        self.ch_wq = Conv1x1(c1, 1, bias=False)
+        self.ch_wv = Conv1x1(c1, c_, bias=False)
+        self.ch_wz = Conv1x1(c_, c1, bias=False)
         self.ch_norm = nn.LayerNorm(c1)
-        self.sp_wq = nn.Conv2d(c1, c_, 1, bias=False)
-        self.sp_wv = nn.Conv2d(c1, c_, 1, bias=False)
+        self.sp_wq = Conv1x1(c1, c_, bias=False)
+        self.sp_wv = Conv1x1(c1, c_, bias=False)
         for conv in (self.ch_wq, self.ch_wv, self.sp_wq, self.sp_wv):  # the authors' init
             nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
 
@@ -266,17 +266,17 @@ def _to_map(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def _conv_bn_relu(c1: int, c2: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c1, c2, 1, bias=False), nn.BatchNorm2d(c2), nn.ReLU())
+    return nn.Sequential(Conv1x1(c1, c2, bias=False), nn.BatchNorm2d(c2), nn.ReLU())
 
 
 def _rga_head(c1: int, s2: int) -> nn.Sequential:
     """W of RGA: 1x1 conv c1 -> c1 / s2, BN, ReLU, 1x1 conv -> 1, BN (the attention logit)."""
     c_ = max(c1 // s2, 1)
     return nn.Sequential(
-        nn.Conv2d(c1, c_, 1, bias=False),
+        Conv1x1(c1, c_, bias=False),
         nn.BatchNorm2d(c_),
         nn.ReLU(),
-        nn.Conv2d(c_, 1, 1, bias=False),
+        Conv1x1(c_, 1, bias=False),
         nn.BatchNorm2d(1),
     )
 
@@ -446,13 +446,13 @@ class FANValueMLP(nn.Module):
 
     def __init__(self, c: int, hidden: int):
         super().__init__()
-        self.fc1 = nn.Conv2d(c, hidden, 1)
+        self.fc1 = Conv1x1(c, hidden)
         self.dw1 = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
         self.act = nn.GELU()
         self.bn = nn.BatchNorm2d(hidden)
         self.dw2 = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
         self.gamma = nn.Parameter(torch.ones(hidden))
-        self.fc2 = nn.Conv2d(hidden, c, 1)
+        self.fc2 = Conv1x1(hidden, c)
         for fc in (self.fc1, self.fc2):  # the authors' init (nn.Linear there)
             nn.init.trunc_normal_(fc.weight, std=0.02)
             nn.init.zeros_(fc.bias)

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._common import BlockArgumentError, IdentityStart, PooledBatchNorm2d, acc_dtype, check_int
+from ._common import BlockArgumentError, Conv1x1, IdentityStart, PooledBatchNorm2d, acc_dtype, check_int
 
 __all__ = ("TripletAttention", "StripPooling", "LKA", "VANAttention", "STN", "ResidualAttention", "affine_grid")
 
@@ -117,7 +117,7 @@ class StripPooling(IdentityStart):
         self.bn1 = PooledBatchNorm2d(c1)
         self.conv2 = nn.Conv2d(c1, c1, (1, 3), padding=(0, 1), bias=False)  # along W, on (B, C, 1, W)
         self.bn2 = PooledBatchNorm2d(c1)
-        self.conv3 = nn.Conv2d(c1, c1, 1)
+        self.conv3 = Conv1x1(c1, c1)
         self.act = nn.ReLU()
 
     def weights(self, x: torch.Tensor) -> torch.Tensor:
@@ -165,7 +165,7 @@ class LKA(IdentityStart):
             )
         self.conv0 = nn.Conv2d(c1, c1, k_dw, padding=k_dw // 2, groups=c1)
         self.conv_spatial = nn.Conv2d(c1, c1, k_dwd, padding=dilation * (k_dwd // 2), dilation=dilation, groups=c1)
-        self.conv1 = nn.Conv2d(c1, c1, 1)
+        self.conv1 = Conv1x1(c1, c1)
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         """The attention map, (B, C, H, W), unbounded."""
@@ -195,9 +195,9 @@ class VANAttention(IdentityStart):
     def __init__(self, c1: int, kernel_size: int = 21, dilation: int = 3):
         super().__init__()
         self.spatial_gating_unit = LKA(c1, kernel_size, dilation)  # validates the arguments
-        self.proj_1 = nn.Conv2d(c1, c1, 1)
+        self.proj_1 = Conv1x1(c1, c1)
         self.activation = nn.GELU()
-        self.proj_2 = nn.Conv2d(c1, c1, 1)
+        self.proj_2 = Conv1x1(c1, c1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x + self.proj_2(self.spatial_gating_unit(self.activation(self.proj_1(x))))
@@ -302,11 +302,11 @@ class PreActBottleneck(nn.Module):
         super().__init__()
         mid = max(c // 4, 1)
         self.bn1 = PooledBatchNorm2d(c)
-        self.conv1 = nn.Conv2d(c, mid, 1, bias=False)
+        self.conv1 = Conv1x1(c, mid, bias=False)
         self.bn2 = PooledBatchNorm2d(mid)
         self.conv2 = nn.Conv2d(mid, mid, 3, padding=1, bias=False)
         self.bn3 = PooledBatchNorm2d(mid)
-        self.conv3 = nn.Conv2d(mid, c, 1, bias=False)
+        self.conv3 = Conv1x1(mid, c, bias=False)
         self.act = nn.ReLU(inplace=True)  # on fresh BN outputs only
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -369,10 +369,10 @@ class ResidualAttention(IdentityStart):
         self.mask_head = nn.Sequential(
             PooledBatchNorm2d(c1),
             nn.ReLU(inplace=True),
-            nn.Conv2d(c1, c1, 1, bias=False),
+            Conv1x1(c1, c1, bias=False),
             PooledBatchNorm2d(c1),
             nn.ReLU(inplace=True),
-            nn.Conv2d(c1, c1, 1, bias=False),
+            Conv1x1(c1, c1, bias=False),
             nn.Sigmoid(),
         )
         self.post = _units(c1, p)
