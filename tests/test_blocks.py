@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from conftest import perturb_constants
 
 from yolo_attn.modules import AFF, ASFF, CA, CBAM, DCN, MSCAM, SPD, C2f_DCN, SimAM, SPDConv, iAFF
-from yolo_attn.modules._common import Conv1x1, IdentityStart
+from yolo_attn.modules._common import Conv1x1, ConvToOne, IdentityStart, max_along
 from yolo_attn.modules.conv import space_to_depth
 
 torch.manual_seed(0)
@@ -466,6 +466,55 @@ def test_conv1x1_is_a_pointwise_conv2d(shape, bias, layout):
     pair = (torch.nn.Conv2d(3, 5, 1, bias=bias), Conv1x1(3, 5, bias=bias))  # get_flops feeds a 3-channel image
     flops = [get_flops(torch.nn.Sequential(c), 64) for c in pair]
     assert flops[0] > 0 and flops[0] == flops[1]
+
+
+@pytest.mark.parametrize("shape", [(4, 2, 30, 40), (1, 2, 30, 40), (3, 2, 9, 7), (2, 3, 64, 10)])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_conv_to_one_is_a_same_padded_conv2d(shape, bias, layout):
+    """ConvToOne (on CPU, the batch folded into one depth-wise conv and summed) against nn.Conv2d(c1, 1, 7,
+    padding=3) with the same state dict: outputs, input and weight gradients, bf16 autocast dtype, FLOP count."""
+    from ultralytics.utils.torch_utils import get_flops
+
+    torch.manual_seed(0)
+    c = shape[1]
+    ref = torch.nn.Conv2d(c, 1, 7, padding=3, bias=bias)
+    m = ConvToOne(c, 7, bias=bias)
+    m.load_state_dict(ref.state_dict())
+    x = torch.randn(shape)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = ref(xa), m(xb)
+    assert ya.shape == yb.shape and torch.allclose(ya, yb, atol=1e-5)
+    probe = torch.arange(ya.numel()).view_as(ya).sin()
+    (ya * probe).sum().backward()
+    (yb * probe).sum().backward()
+    assert torch.allclose(xa.grad, xb.grad, atol=1e-5)
+    assert torch.allclose(ref.weight.grad, m.weight.grad, atol=1e-4)
+    if bias:
+        assert torch.allclose(ref.bias.grad, m.bias.grad, atol=1e-4)
+    for grad in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16), torch.set_grad_enabled(grad):
+            assert m(xb).dtype == ref(xa).dtype
+    pair = (torch.nn.Conv2d(3, 1, 7, padding=3, bias=bias), ConvToOne(3, 7, bias=bias))  # a 3-channel image
+    flops = [get_flops(torch.nn.Sequential(c), 64) for c in pair]
+    assert flops[0] > 0 and flops[0] == flops[1]
+
+
+@pytest.mark.parametrize("dim", [1, 2, 3])
+def test_max_along_matches_amax_and_passes_a_subgradient(dim):
+    x = torch.randn(2, 5, 6, 7)
+    x[:, :, 0] = x[:, :, 1]  # ties along dim 2
+    with torch.no_grad():
+        assert torch.equal(max_along(x, dim), x.amax(dim))
+    xg = x.clone().requires_grad_()
+    y = max_along(xg, dim)
+    assert torch.equal(y, x.amax(dim))
+    g = torch.rand_like(y) + 0.5
+    y.backward(g)
+    assert torch.allclose(xg.grad.sum(dim), g)  # all of each output's gradient goes to its maxima
+    assert (xg.grad[x < x.amax(dim, keepdim=True)] == 0).all()
 
 
 @pytest.mark.parametrize("cls", [AFF, iAFF])

@@ -14,7 +14,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ._common import (
-    Conv1x1, IdentityStart, PooledBatchNorm2d, acc_dtype, check_float, check_int, no_autograd, plain_eager,
+    Conv1x1, ConvToOne, IdentityStart, PooledBatchNorm2d, acc_dtype, check_float, check_int, max_along, no_autograd,
+    plain_eager,
 )
 
 __all__ = ("CA", "SimAM", "CBAM", "CBAMChannelAttention", "CBAMSpatialAttention", "MSCAM")
@@ -148,10 +149,10 @@ class CBAMSpatialAttention(nn.Module):
         check_int("CBAM", "kernel_size", kernel_size)
         if kernel_size % 2 == 0:
             raise ValueError(f"CBAM: kernel_size must be odd to keep H x W, got {kernel_size}")
-        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2)
+        self.conv = ConvToOne(2, kernel_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(torch.cat((x.mean(1, keepdim=True), x.amax(1, keepdim=True)), 1)).sigmoid()
+        return self.conv(torch.stack((x.mean(1), max_along(x, 1)), 1)).sigmoid()
 
 
 class CBAM(IdentityStart):

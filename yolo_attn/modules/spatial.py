@@ -14,7 +14,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._common import BlockArgumentError, Conv1x1, IdentityStart, PooledBatchNorm2d, acc_dtype, check_int
+from ._common import (
+    BlockArgumentError, Conv1x1, ConvToOne, IdentityStart, PooledBatchNorm2d, acc_dtype, check_int, max_along,
+)
 
 __all__ = ("TripletAttention", "StripPooling", "LKA", "VANAttention", "STN", "ResidualAttention", "affine_grid")
 
@@ -30,7 +32,7 @@ class _ZPoolGate(nn.Module):
 
     def __init__(self, kernel_size: int):
         super().__init__()
-        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
+        self.conv = ConvToOne(2, kernel_size, bias=False)
         self.bn = PooledBatchNorm2d(1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -77,10 +79,10 @@ class TripletAttention(IdentityStart):
         it (the sum, x * w) a strided one, 5x slower here.
         """
         b, c, h, w = x.shape
-        a_cw = self.cw(torch.stack((x.amax(2), x.mean(2)), 1)).reshape(b, c, 1, w)  # (B, 1, C, W) -> (B, C, 1, W)
-        z_hc = torch.stack((x.amax(3), x.mean(3)), 1).transpose(2, 3)  # (B, 2, H, C), small
+        a_cw = self.cw(torch.stack((max_along(x, 2), x.mean(2)), 1)).reshape(b, c, 1, w)  # (B, 1, C, W) -> (B, C, 1, W)
+        z_hc = torch.stack((max_along(x, 3), x.mean(3)), 1).transpose(2, 3).contiguous()  # (B, 2, H, C), small
         a_hc = self.hc(z_hc).transpose(2, 3).reshape(b, c, h, 1)  # (B, 1, H, C) -> (B, C, H, 1), a small copy
-        a_hw = self.hw(torch.cat((x.amax(1, keepdim=True), x.mean(1, keepdim=True)), 1))  # (B, 1, H, W)
+        a_hw = self.hw(torch.stack((max_along(x, 1), x.mean(1)), 1))  # (B, 1, H, W)
         return (a_cw / 3 + a_hc / 3).add_(a_hw / 3)  # divide the small maps; one full-size buffer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
