@@ -433,21 +433,13 @@ def test_attentional_fusion_is_a_convex_mix(cls):
     assert len(m.attention) == (2 if cls is iAFF else 1)
 
 
-@pytest.mark.parametrize("shape", [(2, 16, 9, 7), (3, 16, 1, 1), (1, 16, 5, 1)])
-@pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
-def test_conv1x1_is_a_pointwise_conv2d(shape, bias, layout):
-    """Conv1x1 (a batched product on CPU) against nn.Conv2d(c1, c2, 1) with the same state dict: outputs, input and
-    weight gradients, the dtype under bf16 autocast; and Ultralytics' FLOP count (thop) of each."""
+def _assert_same_conv(ref, m, x, bias, flops_pair):
+    """m (a Conv2d subclass with its own CPU path) against ref, a plain nn.Conv2d with the same state dict: outputs,
+    input and weight gradients, the dtype under bf16 autocast (with and without autograd), an unchanged output on a
+    repeated call, and Ultralytics' FLOP count (thop) of the pair ``flops_pair`` (get_flops feeds a 3-channel image)."""
     from ultralytics.utils.torch_utils import get_flops
 
-    torch.manual_seed(0)
-    ref = torch.nn.Conv2d(16, 5, 1, bias=bias)
-    m = Conv1x1(16, 5, bias=bias)
     m.load_state_dict(ref.state_dict())
-    x = torch.randn(shape)
-    if layout == "channels_last":
-        x = x.contiguous(memory_format=torch.channels_last)
     xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
     ya, yb = ref(xa), m(xb)
     assert ya.shape == yb.shape and torch.allclose(ya, yb, atol=1e-5)
@@ -459,13 +451,27 @@ def test_conv1x1_is_a_pointwise_conv2d(shape, bias, layout):
     if bias:
         assert torch.allclose(ref.bias.grad, m.bias.grad, atol=1e-4)
     with torch.no_grad():
-        assert torch.equal(m(x), m(x))  # the in-place bias leaves no trace on the next call
+        assert torch.equal(m(x), m(x))  # an in-place bias leaves no trace on the next call
     for grad in (False, True):
         with torch.autocast("cpu", dtype=torch.bfloat16), torch.set_grad_enabled(grad):
             assert m(xb).dtype == ref(xa).dtype
-    pair = (torch.nn.Conv2d(3, 5, 1, bias=bias), Conv1x1(3, 5, bias=bias))  # get_flops feeds a 3-channel image
-    flops = [get_flops(torch.nn.Sequential(c), 64) for c in pair]
+    flops = [get_flops(torch.nn.Sequential(c), 64) for c in flops_pair]
     assert flops[0] > 0 and flops[0] == flops[1]
+
+
+def _layout(x: torch.Tensor, layout: str) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x
+
+
+@pytest.mark.parametrize("shape", [(2, 16, 9, 7), (3, 16, 1, 1), (1, 16, 5, 1)])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_conv1x1_is_a_pointwise_conv2d(shape, bias, layout):
+    """Conv1x1 (a batched product on CPU) against nn.Conv2d(c1, c2, 1)."""
+    torch.manual_seed(0)
+    x = _layout(torch.randn(shape), layout)
+    pair = (torch.nn.Conv2d(3, 5, 1, bias=bias), Conv1x1(3, 5, bias=bias))
+    _assert_same_conv(torch.nn.Conv2d(16, 5, 1, bias=bias), Conv1x1(16, 5, bias=bias), x, bias, pair)
 
 
 @pytest.mark.parametrize("shape", [(4, 2, 30, 40), (1, 2, 30, 40), (3, 2, 9, 7), (2, 3, 64, 10)])
@@ -473,33 +479,12 @@ def test_conv1x1_is_a_pointwise_conv2d(shape, bias, layout):
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 def test_conv_to_one_is_a_same_padded_conv2d(shape, bias, layout):
     """ConvToOne (on CPU, the batch folded into one depth-wise conv and summed) against nn.Conv2d(c1, 1, 7,
-    padding=3) with the same state dict: outputs, input and weight gradients, bf16 autocast dtype, FLOP count."""
-    from ultralytics.utils.torch_utils import get_flops
-
+    padding=3)."""
     torch.manual_seed(0)
     c = shape[1]
-    ref = torch.nn.Conv2d(c, 1, 7, padding=3, bias=bias)
-    m = ConvToOne(c, 7, bias=bias)
-    m.load_state_dict(ref.state_dict())
-    x = torch.randn(shape)
-    if layout == "channels_last":
-        x = x.contiguous(memory_format=torch.channels_last)
-    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
-    ya, yb = ref(xa), m(xb)
-    assert ya.shape == yb.shape and torch.allclose(ya, yb, atol=1e-5)
-    probe = torch.arange(ya.numel()).view_as(ya).sin()
-    (ya * probe).sum().backward()
-    (yb * probe).sum().backward()
-    assert torch.allclose(xa.grad, xb.grad, atol=1e-5)
-    assert torch.allclose(ref.weight.grad, m.weight.grad, atol=1e-4)
-    if bias:
-        assert torch.allclose(ref.bias.grad, m.bias.grad, atol=1e-4)
-    for grad in (False, True):
-        with torch.autocast("cpu", dtype=torch.bfloat16), torch.set_grad_enabled(grad):
-            assert m(xb).dtype == ref(xa).dtype
-    pair = (torch.nn.Conv2d(3, 1, 7, padding=3, bias=bias), ConvToOne(3, 7, bias=bias))  # a 3-channel image
-    flops = [get_flops(torch.nn.Sequential(c), 64) for c in pair]
-    assert flops[0] > 0 and flops[0] == flops[1]
+    x = _layout(torch.randn(shape), layout)
+    pair = (torch.nn.Conv2d(3, 1, 7, padding=3, bias=bias), ConvToOne(3, 7, bias=bias))
+    _assert_same_conv(torch.nn.Conv2d(c, 1, 7, padding=3, bias=bias), ConvToOne(c, 7, bias=bias), x, bias, pair)
 
 
 @pytest.mark.parametrize("dim", [1, 2, 3])
