@@ -40,6 +40,13 @@ def plain_eager(*ts: torch.Tensor) -> bool:
     return all(map(no_autograd, ts)) and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
 
 
+def can_write_over(buf: torch.Tensor, *operands: torch.Tensor) -> bool:
+    """True when an op on ``operands`` may write its result into ``buf``, a map-sized buffer the caller made and no
+    longer needs (``out=buf``): plain eager inference (``plain_eager``), buf contiguous, and every operand in buf's
+    dtype (under autocast they differ, and out= would change the result's dtype)."""
+    return plain_eager(buf, *operands) and buf.is_contiguous() and all(t.dtype == buf.dtype for t in operands)
+
+
 def check_float(block: str, name: str, value, minimum: float = 0.0, inclusive: bool = False) -> float:
     """Return ``float(value)`` if it is a real number above ``minimum`` (or equal when ``inclusive``)."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)

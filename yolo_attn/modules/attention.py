@@ -14,8 +14,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ._common import (
-    Conv1x1, ConvToOne, IdentityStart, PooledBatchNorm2d, acc_dtype, check_float, check_int, max_along, no_autograd,
-    plain_eager,
+    Conv1x1, ConvToOne, IdentityStart, PooledBatchNorm2d, acc_dtype, can_write_over, check_float, check_int, max_along,
+    no_autograd, plain_eager,
 )
 
 __all__ = ("CA", "SimAM", "CBAM", "CBAMChannelAttention", "CBAMSpatialAttention", "MSCAM")
@@ -239,7 +239,7 @@ class MSCAM(IdentityStart):
             return (bn2(out) + g.unsqueeze(-1)).sigmoid()
         (w1, b1), (w2, b2) = _fold_bn(w1, bn1), _fold_bn(w2, bn2)
         t = act(torch.bmm(w1.expand(b, -1, -1), xv).add_(b1.unsqueeze(-1)))  # (B, mid, H*W); products keep no output
-        over = reuse and plain_eager(x, t, w2) and x.is_contiguous() and x.dtype == t.dtype == w2.dtype  # no autocast
+        over = reuse and can_write_over(x, t, w2)  # x's memory, as the (B, C, H*W) view xv
         out = torch.bmm(w2.expand(b, -1, -1), t, out=xv if over else None)  # (B, C, H*W)
         return out.add_((g + b2.unsqueeze(-1)).to(out.dtype)).sigmoid_().reshape(b, c, h, w)
 

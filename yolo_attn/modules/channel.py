@@ -15,8 +15,8 @@ import torch
 import torch.nn as nn
 
 from ._common import (
-    BlockArgumentError, Conv1x1, IdentityStart, PooledBatchNorm2d, acc_dtype, check_float, check_int, no_autograd,
-    plain_eager,
+    BlockArgumentError, Conv1x1, IdentityStart, PooledBatchNorm2d, acc_dtype, can_write_over, check_float, check_int,
+    no_autograd,
 )
 
 __all__ = ("SEMLP", "SE", "ECA", "GAM", "GCBlock", "scSE", "BAM", "eca_kernel_size")
@@ -315,6 +315,6 @@ class BAM(IdentityStart):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m = self.weights(x)
-        if self.gate is None and plain_eager(m, x) and m.dtype == x.dtype:  # x + x * M written over M (inference)
+        if self.gate is None and can_write_over(m, x):  # x + x * M written over M (inference)
             return torch.addcmul(x, x, m, out=m)
         return self.gated(x, torch.addcmul(x, x, m))

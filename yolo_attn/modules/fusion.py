@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from ultralytics.nn.modules import Conv
 
-from ._common import BlockArgumentError, BlockInputError, Conv1x1, IdentityStart, check_int, layer_name, plain_eager
+from ._common import BlockArgumentError, BlockInputError, Conv1x1, IdentityStart, can_write_over, check_int, layer_name
 from .attention import MSCAM
 
 __all__ = ("ASFF", "AFF", "iAFF")
@@ -181,5 +181,4 @@ class iAFF(AFF):
 def _lerp_over(y: torch.Tensor, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     """M * x + (1 - M) * y = y + M * (x - y) in one pass (torch.lerp); written over m, a weight map the caller made
     and no longer needs, in plain eager inference (saves a map-sized allocation)."""
-    over = plain_eager(m, x, y) and m.is_contiguous() and x.dtype == y.dtype == m.dtype
-    return torch.lerp(y, x, m, out=m if over else None)
+    return torch.lerp(y, x, m, out=m if can_write_over(m, x, y) else None)

@@ -24,6 +24,11 @@ __all__ = ("TripletAttention", "StripPooling", "LKA", "VANAttention", "STN", "Re
 # ----------------------------------------------------------------------------------------------------------------
 # Triplet Attention
 # ----------------------------------------------------------------------------------------------------------------
+def _zpool(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Triplet's Z-pool: [max ; mean] over ``dim`` of (B, C, H, W), stacked as 2 channels: (B, 2, <the other two>)."""
+    return torch.stack((max_along(x, dim), x.mean(dim)), 1)
+
+
 class _ZPoolGate(nn.Module):
     """One Triplet Attention branch after its Z-pool: sigmoid(BN(conv_{k x k}(z))), 2 -> 1 channels, no conv bias.
 
@@ -79,10 +84,10 @@ class TripletAttention(IdentityStart):
         it (the sum, x * w) a strided one, 5x slower here.
         """
         b, c, h, w = x.shape
-        a_cw = self.cw(torch.stack((max_along(x, 2), x.mean(2)), 1)).reshape(b, c, 1, w)  # (B, 1, C, W) -> (B, C, 1, W)
-        z_hc = torch.stack((max_along(x, 3), x.mean(3)), 1).transpose(2, 3).contiguous()  # (B, 2, H, C), small
-        a_hc = self.hc(z_hc).transpose(2, 3).reshape(b, c, h, 1)  # (B, 1, H, C) -> (B, C, H, 1), a small copy
-        a_hw = self.hw(torch.stack((max_along(x, 1), x.mean(1)), 1))  # (B, 1, H, W)
+        a_cw = self.cw(_zpool(x, 2)).reshape(b, c, 1, w)  # (B, 1, C, W) -> (B, C, 1, W)
+        a_hc = self.hc(_zpool(x, 3).transpose(2, 3).contiguous())  # (B, 2, H, C): the paper's (H, C) plane, small
+        a_hc = a_hc.transpose(2, 3).reshape(b, c, h, 1)  # (B, 1, H, C) -> (B, C, H, 1), a small copy
+        a_hw = self.hw(_zpool(x, 1))  # (B, 1, H, W)
         return (a_cw / 3 + a_hc / 3).add_(a_hw / 3)  # divide the small maps; one full-size buffer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
