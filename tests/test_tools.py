@@ -1,15 +1,14 @@
-"""`yolo-attn viz`, `yolo-attn bench-map` and the block benchmark script, run as a user runs them."""
+"""`yolo-attn viz` and the block benchmark script, run as a user runs them."""
 
 from __future__ import annotations
 
-import csv
 import re
 import sys
 
 import cv2
 import pytest
 
-from conftest import BIN, REPO, SHARED_COCO, run
+from conftest import BIN, REPO, run
 
 
 def cli(*args, cwd, check=True):
@@ -37,39 +36,6 @@ def test_viz_errors(val_images, tmp_path):
     assert p.returncode == 2 and "has no attention block to visualise" in p.stderr
     p = cli("viz", "yolov8n-ca.yaml", "missing.jpg", cwd=tmp_path, check=False)
     assert p.returncode == 2 and "no image 'missing.jpg'" in p.stderr
-
-
-@pytest.mark.slow
-def test_bench_map_tabulates_and_plots(sample_data, base_checkpoints, tmp_path):
-    out = tmp_path / "bm"  # given relative to the working directory, as a user would
-    cli("bench-map", "--configs", "yolov8n.yaml,yolov8n-simam.yaml", "--data", sample_data, "--epochs", 1,
-        "--imgsz", 64, "--batch", 8, "--pretrained", base_checkpoints["yolov8n"], "--out", "bm", cwd=tmp_path)  # fmt: skip
-    rows = list(csv.DictReader(open(out / "bench_map.csv")))
-    assert [r["config"] for r in rows] == ["yolov8n.yaml", "yolov8n-simam.yaml"]
-    assert rows[0]["params"] == rows[1]["params"] == "3157200"  # SimAM adds no parameters
-    assert all(0 <= float(r["mAP50-95"]) <= float(r["mAP50"]) <= 1 and float(r["train_s_per_epoch"]) > 0 for r in rows)
-    md = (out / "bench_map.md").read_text()
-    assert "1 epochs at imgsz 64, fine-tuned from best.pt" in md and "| yolov8n-simam.yaml | 3,157,200 |" in md
-    assert cv2.imread(str(out / "bench_map.png")) is not None
-    assert "structural transfer placed 355/355" in (out / "runs" / "yolov8n-simam.log").read_text()
-
-
-def test_bench_map_default_data_missing_is_one_line(tmp_path):
-    p = cli("bench-map", "--configs", "yolov8n.yaml", cwd=tmp_path, check=False)
-    assert p.returncode == 2
-    assert p.stderr.strip() == ("yolo-attn: error: no data YAML at ../shared/datasets/coco128.yaml (the default, "
-                                "../shared/datasets/coco128.yaml, is not beside this directory); pass --data "
-                                "/path/to/data.yaml")  # fmt: skip
-
-
-@pytest.mark.extended
-def test_bench_map_on_the_shared_coco128(tmp_path):
-    if not SHARED_COCO.is_dir():
-        pytest.skip(f"extended run skipped: {SHARED_COCO} is absent (it sits beside the repository on CI machines)")
-    cli("bench-map", "--configs", "yolov8n-ca.yaml", "--epochs", 1, "--imgsz", 64, "--batch", 16,
-        "--out", tmp_path / "bm", cwd=REPO)  # fmt: skip
-    (row,) = list(csv.DictReader(open(tmp_path / "bm" / "bench_map.csv")))
-    assert row["config"] == "yolov8n-ca.yaml"
 
 
 @pytest.mark.slow

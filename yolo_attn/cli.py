@@ -4,7 +4,8 @@
     yolo-attn info MODEL [--imgsz 640] [--base BASE] [--json]
     yolo-attn insert BASE BLOCK (--after L1,L2 | --at ROLE,...) [--args "[...]"] (-o OUT | --in-place) [--identity-start]
     yolo-attn replace BASE --layers L1,L2 --with BLOCK (-o OUT | --in-place)
-    yolo-attn bench-map [--configs A,B] [--data DATA.yaml] [--epochs 3] [--imgsz 320] [--pretrained PT] [--out DIR]
+    yolo-attn ablate CONFIG [CONFIG ...] --data DATA.yaml [--seeds 3] [--epochs 10] [--pretrained PT --identity-start]
+                     [--control auto|none|CONFIG] [--out DIR] [--backend local|ray] [--workers N] [key=value ...]
     yolo-attn viz MODEL IMAGE [--imgsz 640] [--out DIR]
 
 Errors print one line and exit with status 2 (set YOLO_ATTN_DEBUG=1 for the traceback).
@@ -85,14 +86,6 @@ def _load_model(spec: str):
     return DetectionModel(spec, verbose=False).eval(), spec
 
 
-def _base_name(yaml_file: str) -> str | None:
-    """yolov8s-cbam.yaml -> yolov8s.yaml: the Ultralytics family config at the same scale."""
-    m = re.match(r"^(yolo(?:v)?\d+)([nslmx])?(-[\w-]+)?\.ya?ml$", Path(yaml_file).name)
-    if not m or not m.group(3):
-        return None
-    return f"{m.group(1)}{m.group(2) or ''}.yaml"
-
-
 def cmd_info(args) -> None:
     from ultralytics.nn.tasks import DetectionModel
     from ultralytics.utils.torch_utils import get_flops
@@ -113,7 +106,7 @@ def cmd_info(args) -> None:
         {"index": m.i, "from": m.f, "module": type(m).__name__, "parameters": sum(p.numel() for p in m.parameters())}
         for m in model.model
     ]
-    base_name = args.base or _base_name(yaml_file)
+    base_name = args.base or yamledit.base_name_of(yaml_file)
     if base_name:
         base = DetectionModel(base_name, nc=model.yaml.get("nc"), verbose=False).eval()
         p = transfer.plan(base, model)
@@ -219,14 +212,36 @@ def cmd_replace(args) -> None:
     _edit(args, lambda doc: yamledit.replace(doc, _int_list(args.layers, "--layers"), args.block))
 
 
-def cmd_bench_map(args) -> None:
-    from . import benchmap
+def cmd_ablate(args) -> int:
+    from . import ablate
 
-    configs = [c.strip() for c in args.configs.split(",") if c.strip()] if args.configs else benchmap.default_configs()
-    rows = benchmap.run(configs, args.data, args.epochs, args.imgsz, args.batch, Path(args.out), args.device,
-                        args.workers, args.pretrained, args.seed)  # fmt: skip
-    print((Path(args.out) / "bench_map.md").read_text())
-    print(f"wrote {Path(args.out) / 'bench_map.md'}, bench_map.csv, bench_map.png ({len(rows)} runs)")
+    configs, extra = ablate.split_args(args.configs)
+    entries = ablate.plan(configs, args.base, args.control, args.pretrained, args.control_pretrained,
+                          args.identity_start)  # fmt: skip
+    opt = ablate.Options(data=args.data, seeds=args.seeds, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
+                         fraction=args.fraction, pretrained=args.pretrained, control_pretrained=args.control_pretrained,
+                         identity_start=args.identity_start, out=args.out, backend=args.backend, workers=args.workers,
+                         ray_address=args.ray_address, device=args.device, extra=extra)  # fmt: skip
+    summary = ablate.ablate(entries, opt)
+    out = Path(args.out)
+    print((out / "ablation.md").read_text())
+    print(f"wrote {out / 'ablation.md'}, ablation.csv, ablation.png; one record per run in {out / 'runs'}")
+    failed = [(r["config"], e) for r in summary["rows"] for e in r["errors"]]
+    if summary.get("interrupted"):
+        print("interrupted: rerun the same command to finish the remaining runs", file=sys.stderr)
+        return 130
+    if failed:
+        first = {}
+        for c, e in failed:
+            first.setdefault(c, e)
+        print(f"yolo-attn: error: {len(failed)} run(s) of {len(first)} config(s) failed (records in {out / 'runs'}): "
+              + "; ".join(f"{c}: {e}" for c, e in first.items()), file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
+
+
+BENCH_MAP_RETIRED = ("bench-map was retired: `yolo-attn ablate CONFIG [CONFIG ...] --data DATA.yaml` trains each config "
+                   "with several seeds against the base and a capacity control (see yolo-attn ablate --help)")
 
 
 def cmd_viz(args) -> None:
@@ -254,18 +269,31 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(run=cmd_info)
 
-    s = sub.add_parser("bench-map", help="train and validate several configs on a COCO subset; table and plot")
-    s.add_argument("--configs", help="comma-separated configs (default: yolov8n.yaml and every ready yolov8n config)")
-    s.add_argument("--data", help="data YAML (default ../shared/datasets/coco128.yaml: train2017 / val2017)")
-    s.add_argument("--epochs", type=int, default=3)
-    s.add_argument("--imgsz", type=int, default=320)
-    s.add_argument("--batch", type=int, default=16)
-    s.add_argument("--device", default="cpu")
-    s.add_argument("--workers", type=int, default=0)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--pretrained", help="checkpoint to fine-tune from (structural transfer into each config)")
-    s.add_argument("--out", default="runs/bench-map", help="output folder (default runs/bench-map)")
-    s.set_defaults(run=cmd_bench_map)
+    s = sub.add_parser("ablate", help="seeded, paired training runs of configs against the base and a capacity "
+                       "control; records, table, forest plot", description="Train the base, the capacity control and "
+                       "every CONFIG with the same recipe and seeds, and report the paired mAP50-95 difference to the "
+                       "base with its 95% Student t interval. Rerun the same command to resume. Further words "
+                       "key=value are Ultralytics train arguments (e.g. workers=2 lr0=0.002).")  # fmt: skip
+    s.add_argument("configs", nargs="+", metavar="CONFIG", help="model YAMLs (files or shipped names), then any "
+                   "Ultralytics key=value train arguments")  # fmt: skip
+    s.add_argument("--data", required=True, help="dataset YAML")
+    s.add_argument("--base", help="the base config (default: the configs' family at their scale, e.g. yolov8n.yaml)")
+    s.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 for every config (default 3)")
+    s.add_argument("--epochs", type=int, default=10, help="default 10")
+    s.add_argument("--imgsz", type=int, default=640, help="default 640")
+    s.add_argument("--batch", type=int, default=16, help="default 16")
+    s.add_argument("--fraction", type=float, default=1.0, help="fraction of the training set (default 1.0)")
+    s.add_argument("--pretrained", help="the base's checkpoint: every config starts from it (structural transfer)")
+    s.add_argument("--identity-start", action="store_true", help="inserted blocks start as the identity")
+    s.add_argument("--control", default="auto", help="auto (the base one scale letter up), none, or a config")
+    s.add_argument("--control-pretrained", help="the control's own checkpoint, trained with the base's recipe "
+                   "(needed with --pretrained and a control)")  # fmt: skip
+    s.add_argument("--out", default="runs/ablate", help="output folder, also what a rerun resumes (runs/ablate)")
+    s.add_argument("--backend", default="local", choices=("local", "ray"), help="local processes or Ray tasks")
+    s.add_argument("--workers", type=int, default=1, help="parallel runs (local), CPUs of a local Ray (default 1)")
+    s.add_argument("--ray-address", help="Ray cluster to connect to (default: start a local Ray)")
+    s.add_argument("--device", default="cpu", help="cpu, or GPUs 0,1,... assigned round-robin to parallel runs")
+    s.set_defaults(run=cmd_ablate)
 
     s = sub.add_parser("viz", help="every attention block's map overlaid on an image (PNGs and a grid)")
     s.add_argument("model", help="a model YAML (path or bare name) or a .pt checkpoint")
@@ -295,10 +323,18 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = parser().parse_args(argv)
+    if argv[:1] == ["bench-map"]:
+        print(f"yolo-attn: error: {BENCH_MAP_RETIRED}", file=sys.stderr)
+        return 2
+    p = parser()
+    args, rest = p.parse_known_args(argv)
+    if rest and args.command == "ablate" and all("=" in r and not r.startswith("-") for r in rest):
+        args.configs += rest  # key=value train arguments after the options
+    elif rest:
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
     args.argv = argv
     try:
-        args.run(args)
+        rc = args.run(args)
     except Exception as e:  # one line, not a traceback
         if os.environ.get("YOLO_ATTN_DEBUG"):
             raise
@@ -306,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         known = isinstance(e, (CliError, yamledit.YamlEditError, ValueError, FileNotFoundError))
         print(f"yolo-attn: error: {msg}" if known else f"yolo-attn: error: {type(e).__name__}: {msg}", file=sys.stderr)
         return 2
-    return 0
+    return rc or 0
 
 
 if __name__ == "__main__":

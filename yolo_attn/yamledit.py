@@ -142,6 +142,14 @@ class ModelYaml:
         return self.rows[-1]
 
 
+def base_name_of(yaml_file: str | Path) -> str | None:
+    """yolov8s-cbam.yaml -> yolov8s.yaml: the Ultralytics family config at the same scale (None for a plain name)."""
+    m = re.match(r"^(yolo(?:v)?\d+)([nslmx])?(-[\w-]+)?\.ya?ml$", Path(yaml_file).name)
+    if not m or not m.group(3):
+        return None
+    return f"{m.group(1)}{m.group(2) or ''}.yaml"
+
+
 def resolve_base(name: str | Path) -> Path:
     """A YAML path: an existing file, a shipped Ultralytics or yolo_attn config by bare name (scale letter allowed)."""
     p = Path(name)
