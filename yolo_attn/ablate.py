@@ -47,7 +47,7 @@ import yaml
 
 from . import yamledit
 
-SCALES = "nslmx"
+SCALES = "nsmlx"
 # Train arguments ablate sets itself (and the option that sets them, where there is one).
 OWN_KEYS = {"model": "CONFIG", "data": "--data", "epochs": "--epochs", "imgsz": "--imgsz", "batch": "--batch",
             "fraction": "--fraction", "pretrained": "--pretrained", "device": "--device", "seed": "--seeds",
@@ -291,7 +291,7 @@ try:
         map50_95=float(m.box.map), map50=float(m.box.map50), precision=float(m.box.mp), recall=float(m.box.mr),
         inference_ms=round(float(m.speed["inference"]), 3), params=sum(p.numel() for p in net.parameters()),
         gflops=round(float(get_flops(net, job["val"]["imgsz"])), 4),
-        blocks=sorted({type(x).__name__ for x in net.modules() if type(x).__module__.startswith("yolo_attn.")}),
+        blocks=sorted({type(x).__name__ for x in net.model if type(x).__module__.startswith("yolo_attn.")}),
     )
     done(status="ok")
 except KeyboardInterrupt:

@@ -226,16 +226,14 @@ def cmd_ablate(args) -> int:
     out = Path(args.out)
     print((out / "ablation.md").read_text())
     print(f"wrote {out / 'ablation.md'}, ablation.csv, ablation.png; one record per run in {out / 'runs'}")
-    failed = [(r["config"], e) for r in summary["rows"] for e in r["errors"]]
     if summary.get("interrupted"):
         print("interrupted: rerun the same command to finish the remaining runs", file=sys.stderr)
         return 130
+    failed = {r["config"]: r for r in summary["rows"] if r["failed"]}
     if failed:
-        first = {}
-        for c, e in failed:
-            first.setdefault(c, e)
-        print(f"yolo-attn: error: {len(failed)} run(s) of {len(first)} config(s) failed (records in {out / 'runs'}): "
-              + "; ".join(f"{c}: {e}" for c, e in first.items()), file=sys.stderr)  # fmt: skip
+        print(f"yolo-attn: error: {sum(r['failed'] for r in failed.values())} run(s) of {len(failed)} config(s) failed "
+              f"(records in {out / 'runs'}): " + "; ".join(f"{c}: {r['errors'][0]}" for c, r in failed.items()),
+              file=sys.stderr)  # fmt: skip
         return 1
     return 0
 

@@ -1,0 +1,258 @@
+"""`yolo-attn ablate`: the paired statistics against hand-computed values, the plan's one-line errors, and real
+ablations through the CLI from another directory (resume after a signal, a failing config, the Ray backend)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import signal
+import subprocess
+import time
+
+import cv2
+import pytest
+
+from conftest import BIN, env, python, run
+
+# Student t quantiles t_{0.975, df} from a printed table (not from scipy, which the code under test uses)
+T975 = {1: 12.7062, 2: 4.3027, 3: 3.1824, 16: 2.1199, 17: 2.1098}
+
+
+def cli(*args, cwd, check=True, timeout=600):
+    return run([BIN / "yolo-attn", *map(str, args)], cwd, check=check, timeout=timeout)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Statistics
+# ----------------------------------------------------------------------------------------------------------------
+def test_paired_interval_that_excludes_zero():
+    from yolo_attn.ablate import paired
+
+    # d = 1, 1.5, 1.5: mean 4/3, sd sqrt(((1/3)^2 + 2 (1/6)^2) / 2) = 0.288675, half = 4.3027 * sd / sqrt(3)
+    p = paired({0: 10.0, 1: 11.0, 2: 12.0}, {0: 11.0, 1: 12.5, 2: 13.5})
+    half = T975[2] * 0.288675 / math.sqrt(3)
+    assert p.n == 3 and p.mean == pytest.approx(4 / 3) and p.sd == pytest.approx(0.288675, abs=1e-6)
+    assert p.low == pytest.approx(4 / 3 - half, abs=1e-3) and p.high == pytest.approx(4 / 3 + half, abs=1e-3)
+    assert p.low > 0 and p.verdict == "better"
+    # d = -1, -1.2, -0.8, -1: mean -1, sd 0.163299, half = 3.1824 * sd / 2 = 0.2598 -> [-1.26, -0.74]
+    w = paired({k: 30.0 for k in range(4)}, {0: 29.0, 1: 28.8, 2: 29.2, 3: 29.0})
+    assert w.mean == pytest.approx(-1) and w.sd == pytest.approx(0.163299, abs=1e-6)
+    assert (w.low, w.high) == pytest.approx((-1 - T975[3] * 0.163299 / 2, -1 + T975[3] * 0.163299 / 2), abs=1e-3)
+    assert w.verdict == "worse"
+
+
+def test_paired_interval_that_includes_zero():
+    from yolo_attn.ablate import paired
+
+    # d = 1, -1, 0.5: mean 1/6, sd sqrt((0.8333^2 + 1.1667^2 + 0.3333^2) / 2) = 1.040833 -> [-2.419, 2.752]
+    p = paired({0: 5.0, 1: 5.0, 2: 5.0}, {0: 6.0, 1: 4.0, 2: 5.5})
+    half = T975[2] * 1.040833 / math.sqrt(3)
+    assert p.mean == pytest.approx(1 / 6) and p.sd == pytest.approx(1.040833, abs=1e-6)
+    assert (p.low, p.high) == pytest.approx((1 / 6 - half, 1 / 6 + half), abs=1e-3)
+    assert p.low < 0 < p.high and p.verdict == "within noise"
+    # a large mean difference over two seeds is still noise when the seeds disagree: t_{0.975,1} = 12.71
+    two = paired({0: 0.0, 1: 0.0}, {0: 2.0, 1: 3.0})
+    assert two.low == pytest.approx(2.5 - T975[1] * math.sqrt(0.5) / math.sqrt(2), abs=1e-3) and two.verdict == "within noise"
+
+
+def test_paired_uses_only_the_seeds_both_have_and_says_when_one_seed_cannot_tell():
+    from yolo_attn.ablate import paired
+
+    p = paired({0: 1.0, 1: 2.0, 2: 3.0}, {0: 2.0, 2: 4.5})  # seed 1 of the config failed: pairs 0 and 2
+    assert p.n == 2 and p.mean == pytest.approx(1.25)
+    one = paired({0: 1.0, 1: 2.0}, {1: 5.0})
+    assert one.n == 1 and one.mean == 3.0 and math.isnan(one.low) and one.verdict == "n/a (one seed)"
+    assert paired({0: 1.0}, {}).verdict == "n/a"
+
+
+def test_seeds_to_resolve_half_a_point():
+    from yolo_attn.ablate import seeds_to_resolve
+
+    # sd 1: t_{16} / sqrt(17) = 0.514 > 0.5, t_{17} / sqrt(18) = 0.497 < 0.5 -> 18 seeds
+    assert T975[16] / math.sqrt(17) > 0.5 > T975[17] / math.sqrt(18)
+    assert seeds_to_resolve(1.0, 0.5) == 18
+    # sd 0.1: two seeds give 12.71 * 0.1 / sqrt(2) = 0.90, three give 4.30 * 0.1 / sqrt(3) = 0.25
+    assert seeds_to_resolve(0.1, 0.5) == 3
+    assert seeds_to_resolve(0.0, 0.5) == 2 and seeds_to_resolve(math.nan, 0.5) is None
+    assert seeds_to_resolve(100.0, 0.5, limit=50) is None  # not within any practical number of seeds
+
+
+def test_capacity_control_and_default_base_names():
+    from yolo_attn.ablate import AblateError, default_base, next_scale
+
+    assert next_scale("yolov8n.yaml") == "yolov8s.yaml" and next_scale("yolo11s.yaml") == "yolo11m.yaml"
+    assert next_scale("yolo11n-seg.yaml") == "yolo11s-seg.yaml"
+    assert default_base(["yolov8n-ca.yaml", "yolov8n-cbam.yaml"]) == "yolov8n.yaml"
+    with pytest.raises(AblateError, match="largest scale"):
+        next_scale("yolov8x.yaml")
+    with pytest.raises(AblateError, match="different families or scales"):
+        default_base(["yolov8n-ca.yaml", "yolov8s-ca.yaml"])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Bad requests: one line, exit 2, nothing trained
+# ----------------------------------------------------------------------------------------------------------------
+def test_bad_requests_are_one_line(sample_data, base_checkpoints, tmp_path):
+    pt = base_checkpoints["yolov8n"]
+    cases = [
+        (["yolov8n-ca.yaml", "--data", sample_data, "--pretrained", pt],
+         "the control yolov8s.yaml needs its own base weights trained with the same recipe"),
+        (["my-model.yaml", "--data", sample_data], "cannot tell the base from the configs (my-model.yaml)"),
+        (["yolov8n-ca.yaml", "--data", sample_data, "epochs=3"], "train argument 'epochs=3': ablate sets epochs itself; use --epochs"),
+        (["yolov8n-ca.yaml", "--data", "nowhere.yaml"], "--data: no data YAML at nowhere.yaml"),
+        (["yolov8n-ca.yaml", "--data", sample_data, "--pretrained", "missing.pt"], "--pretrained: no checkpoint at missing.pt"),
+        (["yolov8x-ca.yaml", "--data", sample_data], "--control auto: 'yolov8x.yaml' is the largest scale"),
+        (["yolov8n-ca.yaml", "--data", sample_data, "--seeds", "0"], "--seeds, --epochs and --workers must be at least 1"),
+    ]  # fmt: skip
+    for args, msg in cases:
+        p = cli("ablate", *args, "--out", "abl", cwd=tmp_path, check=False)
+        assert p.returncode == 2, (args, p.stderr)
+        assert p.stderr.count("\n") == 1 and p.stderr.startswith("yolo-attn: error: ") and msg in p.stderr, p.stderr
+    assert not (tmp_path / "abl" / "runs").exists()
+    p = cli("bench-map", "--configs", "yolov8n.yaml", cwd=tmp_path, check=False)  # the retired command says where to go
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "bench-map was retired: `yolo-attn ablate" in p.stderr
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Real ablations on the repository's COCO sample, through the CLI from another directory
+# ----------------------------------------------------------------------------------------------------------------
+TINY = ["--seeds", 2, "--epochs", 1, "--imgsz", 64, "--batch", 8, "--control", "none", "workers=0"]
+BAD = "nc: 80\nscales:\n  n: [0.33, 0.25, 1024]\nbackbone:\n  - [-1, 1, Conv, [64, 3, 2]]\n  - [-1, 1, NoSuchBlock, []]\nhead:\n  - [-1, 1, Detect, [nc]]\n"  # fmt: skip
+
+
+def records(out):
+    return {p.relative_to(out / "runs").as_posix(): json.loads(p.read_text()) for p in sorted((out / "runs").glob("*/*.json"))}
+
+
+@pytest.mark.slow
+def test_cli_end_to_end_records_summary_failure_and_resume(sample_data, tmp_path):
+    (tmp_path / "bad.yaml").write_text(BAD)
+    p = cli("ablate", "yolov8n-simam.yaml", "bad.yaml", "--base", "yolov8n.yaml", "--data", sample_data, *TINY,
+            "--out", "abl", cwd=tmp_path, check=False)  # fmt: skip
+    out = tmp_path / "abl"
+    # the failing config is recorded, the others complete, and the exit status says something failed
+    assert p.returncode == 1, p.stderr[-3000:]
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith("yolo-attn: error: 2 run(s) of 1 config(s) failed") and "bad.yaml:" in last and "NoSuchBlock" in last
+    assert "ablate: 3 configs x 2 seeds = 6 runs, 0 already finished, 6 to run (local)" in p.stderr
+    assert "6/6" in p.stderr  # the tqdm bar over runs
+    recs = records(out)
+    assert sorted(recs) == sorted(f"{s}/seed{k}.json" for s in ("bad", "yolov8n", "yolov8n-simam") for k in (0, 1))
+    for k in (0, 1):
+        b, s, f = recs[f"yolov8n/seed{k}.json"], recs[f"yolov8n-simam/seed{k}.json"], recs[f"bad/seed{k}.json"]
+        assert b["status"] == s["status"] == "ok" and f["status"] == "failed" and "NoSuchBlock" in f["error"]
+        assert b["role"] == "base" and s["role"] == "block" and b["seed"] == s["seed"] == k
+        assert f"seed={k}" in s["command"] and "deterministic=True" in s["command"] and "imgsz=64" in s["command"]
+        assert 0 <= s["map50_95"] <= s["map50"] <= 1 and s["train_seconds"] > 0 and s["inference_ms"] > 0
+        assert s["params"] == b["params"] == 3157200 and s["gflops"] > 0  # SimAM adds no parameters
+        assert s["blocks"] == ["SimAM"] and b["blocks"] == [] and s["versions"]["ultralytics"]
+        assert (out / "logs" / f"yolov8n-simam-seed{k}.log").read_text().startswith("yolo train model=")
+    rows = {r["config"]: r for r in csv.DictReader(open(out / "ablation.csv"))}
+    assert list(rows) == ["yolov8n.yaml", "yolov8n-simam.yaml", "bad.yaml"]
+    for col in ("config", "role", "runs", "map50_95_mean", "map50_95_std", "map50_mean", "map50_std", "delta_map50_95",
+                "ci_low", "ci_high", "verdict", "params", "gflops"):  # fmt: skip
+        assert col in rows["yolov8n.yaml"]
+    sim = rows["yolov8n-simam.yaml"]
+    d = [100 * (recs[f"yolov8n-simam/seed{k}.json"]["map50_95"] - recs[f"yolov8n/seed{k}.json"]["map50_95"]) for k in (0, 1)]
+    assert float(sim["delta_map50_95"]) == pytest.approx(sum(d) / 2, abs=1e-3) and sim["runs"] == "2"
+    assert sim["verdict"] in ("better", "worse", "within noise") and rows["bad.yaml"]["runs"] == "0"
+    assert rows["bad.yaml"]["failed"] == "2" and rows["yolov8n.yaml"]["role"] == "base"
+    md = (out / "ablation.md").read_text()
+    assert "| yolov8n-simam.yaml | block | 2 |" in md and "| bad.yaml | block | 0 (2 failed) |" in md and "NoSuchBlock" in md
+    assert cv2.imread(str(out / "ablation.png")) is not None
+
+    # a rerun skips what finished and reruns what failed; another recipe in the same folder is refused
+    started = {k: r["started"] for k, r in recs.items() if r["status"] == "ok"}
+    p = cli("ablate", "yolov8n-simam.yaml", "bad.yaml", "--base", "yolov8n.yaml", "--data", sample_data, *TINY,
+            "--out", "abl", cwd=tmp_path, check=False)  # fmt: skip
+    assert p.returncode == 1 and "6 runs, 4 already finished, 2 to run" in p.stderr
+    assert {k: r["started"] for k, r in records(out).items() if r["status"] == "ok"} == started
+    p = cli("ablate", "yolov8n-simam.yaml", "--data", sample_data, *TINY[:2], "--epochs", 2, *TINY[4:], "--out", "abl",
+            cwd=tmp_path, check=False)  # fmt: skip
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "holds an ablation with another recipe (epochs 1 -> 2)" in p.stderr
+
+
+@pytest.mark.slow
+def test_resume_after_a_signal_mid_run(sample_data, tmp_path):
+    cmd = [BIN / "yolo-attn", "ablate", "yolov8n-simam.yaml", "--data", sample_data, *TINY, "--out", "abl"]
+    out = tmp_path / "abl"
+    drv = subprocess.Popen([str(c) for c in cmd], cwd=tmp_path, env=env(), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)  # fmt: skip
+    second = out / "logs" / "yolov8n-simam-seed0.log"  # runs go seed-major: base seed 0, simam seed 0, ...
+    deadline = time.time() + 300
+    while not (second.is_file() and (out / "runs" / "yolov8n" / "seed0.json").is_file()) and time.time() < deadline:
+        assert drv.poll() is None, drv.communicate()
+        time.sleep(0.2)
+    time.sleep(2)  # the second run is training now
+    drv.send_signal(signal.SIGTERM)
+    _, err = drv.communicate(timeout=120)
+    assert drv.returncode == 130 and "interrupted: rerun the same command" in err, err[-3000:]
+    first = records(out)
+    assert list(first) == ["yolov8n/seed0.json"] and first["yolov8n/seed0.json"]["status"] == "ok"
+    left = subprocess.run(["pgrep", "-f", str(out / "work")], capture_output=True, text=True).stdout.split()
+    assert left == [], "the interrupted run's process outlived the driver"
+    p = cli("ablate", "yolov8n-simam.yaml", "--data", sample_data, *TINY, "--out", "abl", cwd=tmp_path)
+    assert "4 runs, 1 already finished, 3 to run" in p.stderr
+    after = records(out)
+    assert after["yolov8n/seed0.json"]["started"] == first["yolov8n/seed0.json"]["started"]  # not rerun
+    assert sorted(after) == sorted(f"{s}/seed{k}.json" for s in ("yolov8n", "yolov8n-simam") for k in (0, 1))
+    assert all(r["status"] == "ok" for r in after.values())  # the interrupted run was run again, to the end
+
+
+@pytest.mark.slow
+def test_pretrained_identity_start_and_capacity_control(sample_data, base_checkpoints, tmp_path):
+    pt = base_checkpoints["yolov8n"]
+    cli("ablate", "yolov8n-cbam.yaml", "--data", sample_data, "--seeds", 1, "--epochs", 1, "--imgsz", 64, "--batch", 8,
+        "--pretrained", pt, "--identity-start", "--control", "yolov8n-simam.yaml", "--control-pretrained", pt, "--out", "abl",
+        "workers=0", cwd=tmp_path)  # fmt: skip
+    out = tmp_path / "abl"
+    log = (out / "logs" / "yolov8n-cbam-seed0.log").read_text()
+    assert "structural transfer placed 355/355 source tensors" in log and f"pretrained={pt}" in log
+    rec = json.loads((out / "runs" / "yolov8n-cbam" / "seed0.json").read_text())
+    assert "identity_start: true" in rec["model_yaml"] and rec["blocks"] == ["CBAM"]
+    rows = {r["config"]: r for r in csv.DictReader(open(out / "ablation.csv"))}
+    assert [(c, r["role"]) for c, r in rows.items()] == [("yolov8n.yaml", "base"), ("yolov8n-simam.yaml", "control"),
+                                                         ("yolov8n-cbam.yaml", "block")]  # fmt: skip
+    assert rows["yolov8n-cbam.yaml"]["verdict"] == "n/a (one seed)"
+    assert "fine-tuned from the base's weights with the inserted blocks starting as the identity" in (out / "ablation.md").read_text()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Ray
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_ray_backend_on_a_local_ray(sample_data, tmp_path):
+    pytest.importorskip("ray")
+    p = cli("ablate", "yolov8n-cbam.yaml", "--data", sample_data, *TINY, "--backend", "ray", "--workers", 2,
+            "--out", "abl", cwd=tmp_path, timeout=900)  # fmt: skip
+    out = tmp_path / "abl"
+    assert "4 runs, 0 already finished, 4 to run (ray)" in p.stderr
+    recs = records(out)
+    assert sorted(recs) == sorted(f"{s}/seed{k}.json" for s in ("yolov8n", "yolov8n-cbam") for k in (0, 1))
+    assert all(r["status"] == "ok" and r["device"] == "cpu" for r in recs.values())
+    assert recs["yolov8n-cbam/seed1.json"]["blocks"] == ["CBAM"]  # the Ray worker built our block from the name
+    for k in (0, 1):  # the logs land on the driver
+        assert "seed=" in (out / "logs" / f"yolov8n-cbam-seed{k}.log").read_text()
+    assert not (out / "work" / "yolov8n-cbam").exists()  # Ray runs work in the node's temporary folder
+    assert len(list(csv.DictReader(open(out / "ablation.csv")))) == 2
+
+
+def test_ray_workers_see_the_blocks_without_an_import(tmp_path):
+    pytest.importorskip("ray")
+    code = """
+import sys, ray
+
+def build():
+    before = "yolo_attn" in sys.modules
+    from ultralytics.nn.tasks import DetectionModel
+    m = DetectionModel("yolov8n-cbam.yaml", verbose=False)
+    return before, sorted({type(x).__name__ for x in m.model if type(x).__module__.startswith("yolo_attn.")})
+
+ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+assert "yolo_attn" not in sys.modules and "ultralytics" not in sys.modules
+print(ray.get(ray.remote(build).remote()))
+ray.shutdown()
+"""
+    p = python(code, tmp_path, timeout=300)
+    assert p.stdout.strip().splitlines()[-1] == "(False, ['CBAM'])"
