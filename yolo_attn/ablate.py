@@ -647,7 +647,9 @@ def summarize(entries: list[Entry], seeds: int, out: Path, fp: str, recipe: Reci
         })  # fmt: skip
     sds = [r["sd_diff"] for r in rows if r["role"] != "base" and not math.isnan(r["sd_diff"])]
     pooled = math.sqrt(sum(s * s for s in sds) / len(sds)) if sds else math.nan
-    summary = {"rows": rows, "pooled_sd_diff": pooled, "seeds_for_half_point": seeds_to_resolve(pooled, RESOLVE),
+    base_row = rows[0]
+    summary = {"rows": rows, "pooled_sd_diff": pooled, "base_sd": base_row["map50_95_std"],
+               "base_mean": base_row["map50_95_mean"], "seeds_for_half_point": seeds_to_resolve(pooled, RESOLVE),
                "recipe": asdict(recipe), "seeds": seeds}  # fmt: skip
     _write_csv(rows, out / "ablation.csv")
     _write_md(summary, out / "ablation.md")
@@ -702,6 +704,11 @@ def _write_md(s: dict, path: Path) -> None:
                      f"points. Resolving a {RESOLVE} point difference (95% interval half-width below {RESOLVE}) with "
                      f"this recipe takes " + (f"about {n} seeds per config." if n else "more seeds than is practical: "
                                               "use more data or longer training.") + "")  # fmt: skip
+        if not math.isnan(s["base_sd"]):
+            lines.append("")
+            lines.append(f"The base alone varies by {s['base_sd']:.2f} points (sd over seeds) around "
+                         f"{s['base_mean']:.2f}; pairing by seed takes that shared part out. Both spreads are "
+                         "measured at this recipe's mAP level: on another dataset or schedule, measure them again.")  # fmt: skip
     errs = [(r["config"], e) for r in rows for e in r["errors"]]
     if errs:
         lines += ["", "Failed runs:", ""] + [f"- {c}: {e}" for c, e in errs]
@@ -742,12 +749,14 @@ def _plot(s: dict, path: Path) -> None:
     bp = base["params"] or 0
     bg = base["gflops"] or 0
     for i, r in enumerate(rows):
-        if r["params"] and bp:
-            ax2.barh(i - 0.18, 100 * (r["params"] / bp - 1), height=0.35, color="tab:blue")
-        if r["gflops"] and bg:
-            ax2.barh(i + 0.18, 100 * (r["gflops"] / bg - 1), height=0.35, color="tab:orange")
+        for val, ref, dy, color in ((r["params"], bp, -0.18, "tab:blue"), (r["gflops"], bg, 0.18, "tab:orange")):
+            if val and ref:
+                pct = 100 * (val / ref - 1)
+                ax2.barh(i + dy, pct, height=0.35, color=color)
+                ax2.text(max(pct, 0), i + dy, f" {pct:+.1f}%", va="center", fontsize=7)
     ax2.axvline(0, color="black", lw=1)
-    ax2.set_xlabel("% over base: params (blue), GFLOPs (orange)")
+    ax2.margins(x=0.35)
+    ax2.set_xlabel("% over base:\nparams (blue), GFLOPs (orange)", fontsize=8)
     ax2.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     tmp = path.with_name(f".{path.stem}.tmp.png")
