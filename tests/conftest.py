@@ -113,7 +113,7 @@ def base_checkpoints(tmp_path_factory, sample_data) -> dict:
 
 def checkpoint_model(path):
     """The model of an Ultralytics checkpoint, fp32, eval mode."""
-    from ultralytics.nn.tasks import load_checkpoint
+    from yolo_attn.patch import load_checkpoint  # load_checkpoint or, before it existed, attempt_load_one_weight
 
     model, _ = load_checkpoint(str(path))
     return model.float().eval()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from yolo_attn import modules as M
 from yolo_attn import registry
 
 CONFIGS = sorted(p.name for p in Path(yolo_attn.MODEL_YAMLS).glob("*.yaml"))
-SCALES = "nsmlx"
+SCALES = os.environ.get("YOLO_ATTN_TEST_SCALES", "nsmlx")  # the compatibility run builds n and s
 BLOCK_OF_TAG = {
     "ca": M.CA,
     "simam": M.SimAM,

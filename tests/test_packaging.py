@@ -31,7 +31,7 @@ def test_wheel_contents(wheel):
     labels = [n for n in names if n.endswith(".txt") and ".dist-info/" not in n]
     assert not data and not labels
     meta = next(wheel.read(n).decode() for n in names if n.endswith(".dist-info/METADATA"))
-    assert "Name: yolo-attn" in meta and "Requires-Dist: ultralytics<8.5,>=8.4" in meta
+    assert "Name: yolo-attn" in meta and "Requires-Dist: ultralytics<8.5,>=8.3.0" in meta
     entry = next(wheel.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "yolo-attn = yolo_attn.cli:main" in entry
 

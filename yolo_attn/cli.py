@@ -70,7 +70,9 @@ def cmd_list(args) -> None:
 
 def _load_model(spec: str):
     """A DetectionModel from a YAML (path or bare name) or a checkpoint."""
-    from ultralytics.nn.tasks import DetectionModel, load_checkpoint
+    from ultralytics.nn.tasks import DetectionModel
+
+    from .patch import load_checkpoint
 
     if spec.endswith(".pt"):
         if not Path(spec).is_file():

@@ -6,7 +6,7 @@ keeping the original in ``__wrapped__``:
 1. ``parse_model`` is recompiled from its own source with three small AST edits inside its layer loop:
    - the name lookup ``globals()[m]`` resolves yolo_attn's block names (and raises a clear error with close
      matches for unknown names instead of a bare ``KeyError``);
-   - in front of the ``if m in base_modules`` chain, a dispatch applies the block's channel rule
+   - in front of the ``if m in base_modules`` chain (a set literal in 8.3.0), a dispatch applies the block's channel rule
      (``yolo_attn.registry``) for yolo_attn blocks; every other module takes Ultralytics' own path unchanged;
    - the module construction ``m_ = ...`` reports a failure of one of our blocks with the YAML layer index, and
      arms the blocks' identity start when the YAML says ``identity_start: true``.
@@ -41,7 +41,16 @@ import torch
 from . import registry, transfer
 from .modules._common import IdentityStart
 
-SUPPORTED = ">=8.4,<8.5"
+SUPPORTED = ">=8.3.0,<8.5"
+# Ultralytics modules and model-YAML keys newer than the oldest supported release, with the first release that has
+# them (read off the released wheels). On an older release a YAML naming one gets a one-line error saying which
+# release it needs, instead of an unknown name or, for the keys, a model built without them.
+NEWER_MODULES = {
+    "A2C2f": ("8.3.78", "YOLO12"), "YOLOEDetect": ("8.3.99", "YOLOE"), "YOLOESegment": ("8.3.99", "YOLOE"),
+    "Segment26": ("8.4.0", "YOLO26"), "Pose26": ("8.4.0", "YOLO26"), "OBB26": ("8.4.0", "YOLO26"),
+    "YOLOESegment26": ("8.4.0", "YOLOE-26"), "SemanticSegment": ("8.4.52", "YOLO26-sem"), "Depth": ("8.4.104", "YOLO26-depth"),
+}  # fmt: skip
+NEWER_YAML_KEYS = {"end2end": ("8.4.0", "YOLO26's end-to-end head"), "reg_max": ("8.4.0", "YOLO26's DFL bins")}
 MARK = "__yolo_attn_patched__"
 MODEL_YAMLS = Path(__file__).with_name("model_yamls")
 if not MODEL_YAMLS.is_dir():  # running from a source checkout: configs sit at the top of the repository
@@ -61,6 +70,15 @@ def _ultralytics_version() -> str:
     return __version__
 
 
+class UltralyticsTooOld(ValueError):
+    """A YAML needs a module or key that the installed Ultralytics release does not have yet."""
+
+
+def _needs(since: str) -> str:
+    return (f"needs ultralytics>={since}; the installed Ultralytics is {_ultralytics_version()}: "
+            f"pip install 'ultralytics>={since},<8.5'")  # fmt: skip
+
+
 def _hook_error(what: str) -> UltralyticsHookError:
     return UltralyticsHookError(
         f"yolo_attn cannot hook into Ultralytics {_ultralytics_version()}: {what}. yolo_attn supports "
@@ -75,8 +93,9 @@ def _hook_error(what: str) -> UltralyticsHookError:
 class ParserHooks:
     """What the patched ``parse_model`` calls into yolo_attn (bound into it as the closure variable ``_yolo_attn``)."""
 
-    def __init__(self):
+    def __init__(self, reads: frozenset = frozenset(NEWER_YAML_KEYS)):
         self.by_class = {spec.cls: spec for spec in registry.BLOCKS.values()}
+        self.unread = {k: v for k, v in NEWER_YAML_KEYS.items() if k not in reads}  # keys this parse_model ignores
 
     def lookup(self, name: str, module_globals: dict, index: int):
         """Resolve a YAML module name that is neither ``nn.X`` nor ``torchvision.ops.X``."""
@@ -85,6 +104,9 @@ class ParserHooks:
             return spec.cls
         if name in module_globals:
             return module_globals[name]
+        if name in NEWER_MODULES:
+            since, family = NEWER_MODULES[name]
+            raise registry.UnknownBlockError(index, name, f"the {family} module {name} {_needs(since)}")
         known = list(registry.BLOCKS) + [
             k for k, v in module_globals.items() if isinstance(v, type) and issubclass(v, torch.nn.Module)
         ]
@@ -114,6 +136,9 @@ class ParserHooks:
         """After construction: arm the identity start of the layer's blocks when the YAML asks for it. Only the layer
         itself (or its repeats), not blocks nested inside it: AFF's MS-CAMs are used through ``weights()``, so gates
         there would be parameters without gradients."""
+        for key, (since, what) in self.unread.items():
+            if key in d:  # this release would build the model without it: a different model, silently
+                raise UltralyticsTooOld(f"yolo_attn: model YAML key {key!r} ({what}) {_needs(since)}")
         if d.get("identity_start"):
             for m in module if isinstance(module, torch.nn.Sequential) else [module]:
                 if isinstance(m, IdentityStart):
@@ -122,7 +147,7 @@ class ParserHooks:
     def build_failed(self, i, m, args, exc: Exception) -> None:
         """Re-raise a failed construction of one of our blocks as a LayerError; other modules' errors pass."""
         spec = self.by_class.get(m)
-        if spec is None or isinstance(exc, registry.LayerError):
+        if spec is None or isinstance(exc, (registry.LayerError, UltralyticsTooOld)):
             return
         msg = str(exc)
         prefix = f"{spec.name}: "
@@ -148,38 +173,49 @@ def _layer_loop(fdef: ast.FunctionDef) -> ast.For:
     raise _hook_error("parse_model has no 'for i, (f, n, m, args) in ...' layer loop")
 
 
-class _PatchParseModel(ast.NodeTransformer):
-    """The three edits inside the layer loop; each counts its matches so a missing hook point is detected."""
+def _is_channel_chain(node) -> bool:
+    """The head of the layer loop's module chain: ``if m in base_modules:`` (8.3.x from about 8.3.60 and 8.4) or
+    ``if m in {Classify, Conv, ...}:`` (a set literal, the 8.3.0 shape)."""
+    t = node.test if isinstance(node, ast.If) else None
+    return (
+        isinstance(t, ast.Compare)
+        and _is_name(t.left, "m")
+        and len(t.ops) == 1
+        and isinstance(t.ops[0], ast.In)
+        and (_is_name(t.comparators[0], "base_modules") or isinstance(t.comparators[0], ast.Set))
+    )
 
-    def __init__(self):
-        self.found = {"lookup": 0, "dispatch": 0, "build": 0}
 
-    def visit_Subscript(self, node):  # globals()[m]  ->  _yolo_attn.lookup(m, globals(), i)
-        self.generic_visit(node)
-        if isinstance(node.value, ast.Call) and _is_name(node.value.func, "globals") and _is_name(node.slice, "m"):
-            self.found["lookup"] += 1
-            return _located(ast.parse("_yolo_attn.lookup(m, globals(), i)", mode="eval").body, node)
-        return node
-
-    def visit_If(self, node):  # if m in base_modules: ...  ->  if ours: <rule> else: <Ultralytics' chain>
-        self.generic_visit(node)
-        t = node.test
-        if (
-            isinstance(t, ast.Compare)
-            and _is_name(t.left, "m")
-            and len(t.ops) == 1
-            and isinstance(t.ops[0], ast.In)
-            and _is_name(t.comparators[0], "base_modules")
-        ):
-            self.found["dispatch"] += 1
+def _dispatch_first(loop: ast.For) -> int:
+    """``if m in <chain>: ...``  ->  ``if _yolo_attn.handles(m): <the block's rule> else: <Ultralytics' chain>``, on
+    the loop's own statements only (the chain's branches hold further ``if m in {...}`` tests); returns the count."""
+    found = 0
+    for k, stmt in enumerate(loop.body):
+        if _is_channel_chain(stmt):
+            found += 1
             new = ast.parse(
                 "if _yolo_attn.handles(m):\n"
                 "    c2, args, n = _yolo_attn.parse(i, f, n, m, args, ch, width, max_channels, d)\n"
                 "else:\n"
                 "    pass\n"
             ).body[0]
-            new.orelse = [node]
-            return _located(new, node)
+            new.orelse = [stmt]
+            loop.body[k] = _located(new, stmt)
+    return found
+
+
+class _PatchParseModel(ast.NodeTransformer):
+    """The lookup and build edits inside the layer loop; each counts its matches so a missing hook point is
+    detected."""
+
+    def __init__(self):
+        self.found = {"lookup": 0, "build": 0}
+
+    def visit_Subscript(self, node):  # globals()[m]  ->  _yolo_attn.lookup(m, globals(), i)
+        self.generic_visit(node)
+        if isinstance(node.value, ast.Call) and _is_name(node.value.func, "globals") and _is_name(node.slice, "m"):
+            self.found["lookup"] += 1
+            return _located(ast.parse("_yolo_attn.lookup(m, globals(), i)", mode="eval").body, node)
         return node
 
     def visit_Assign(self, node):  # m_ = ...  ->  try: m_ = ...; built(m_, d) except Exception as e: report; raise
@@ -244,8 +280,9 @@ def _patch_parse_model(tasks) -> None:
         raise _hook_error(f"parse_model no longer defines {sorted(missing)}")
     loop = _layer_loop(fdef)
     patcher = _PatchParseModel()
+    dispatch = _dispatch_first(loop)
     loop.body = [patcher.visit(stmt) for stmt in loop.body]
-    absent = [k for k, v in patcher.found.items() if v != 1]
+    absent = [k for k, v in {"dispatch": dispatch, **patcher.found}.items() if v != 1]
     if absent:
         raise _hook_error(f"parse_model's layer loop changed shape (hook points not found once: {absent})")
 
@@ -257,7 +294,8 @@ def _patch_parse_model(tasks) -> None:
     namespace: dict = {}
     code = compile(module, filename, "exec", flags=_future_flags(current), dont_inherit=True)
     exec(code, tasks.__dict__, namespace)
-    patched = namespace["_yolo_attn_factory"](ParserHooks())
+    reads = frozenset(n.value for n in ast.walk(fdef) if isinstance(n, ast.Constant) and isinstance(n.value, str))
+    patched = namespace["_yolo_attn_factory"](ParserHooks(reads))
     patched.__doc__ = current.__doc__
     patched.__wrapped__ = current
     setattr(patched, MARK, True)
@@ -320,6 +358,17 @@ def structural_load(model, weights, verbose: bool, original) -> None:
 
         loaded = set(intersect_dicts(proxy.state_dict(), model.state_dict()))
         LOGGER.info(transfer.describe(p, model, loaded, total))
+
+
+def load_checkpoint(path: str):
+    """(model, checkpoint dict) of an Ultralytics ``.pt``: ``load_checkpoint`` from 8.3.x's later releases on,
+    ``attempt_load_one_weight`` before that."""
+    import ultralytics.nn.tasks as tasks
+
+    fn = getattr(tasks, "load_checkpoint", None) or getattr(tasks, "attempt_load_one_weight", None)
+    if fn is None:
+        raise _hook_error("ultralytics.nn.tasks has neither load_checkpoint nor attempt_load_one_weight")
+    return fn(str(path))
 
 
 def _patch_load(tasks) -> None:
