@@ -63,10 +63,14 @@ def dcn_layers(model) -> list[str]:
 def on_export_start(exporter) -> None:
     """Ultralytics callback: prepare (or refuse) the export of a model that holds DCN layers."""
     model = getattr(exporter, "model", None)
-    found = dcn_layers(model) if model is not None else []
+    fmt = str(getattr(exporter.args, "format", "")).lower()
+    if model is None:  # Ultralytics 8.3.x runs this callback before the exporter holds the model: nothing to check,
+        if fmt == "onnx":  # but DCN layers must still map to ONNX DeformConv (harmless for models without them)
+            register_deform_conv_symbolic()
+        return
+    found = dcn_layers(model)
     if not found:
         return
-    fmt = str(getattr(exporter.args, "format", "")).lower()
     where = ", ".join(found)
     if fmt not in DCN_FORMATS:
         raise ExportFormatError(

@@ -344,7 +344,9 @@ class ACmix(nn.Module):
 
     def conv_weight(self) -> torch.Tensor:
         """FC followed by the group conv as one grouped conv on q, k, v: (c2, 3 * head, k, k), groups = d."""
-        return torch.einsum("oiyx,ic->ocyx", self.dep, self.fc)
+        # as a matmul over i (same numbers as einsum("oiyx,ic->ocyx")): older ONNX exporters give einsum's result no
+        # static shape, and a conv weight needs one
+        return (self.dep.permute(0, 2, 3, 1) @ self.fc).permute(0, 3, 1, 2)
 
     def _windows(self):
         """Per offset j (row-major over the window): (dy, dx) and the slices of the padded map it reads."""
