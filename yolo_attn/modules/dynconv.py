@@ -221,6 +221,11 @@ class RefConv(Conv2):
         """What Ultralytics' ``BaseModel.fuse()`` calls on a ``Conv2`` before ``fuse_conv_and_bn(m.conv, m.bn)``."""
         return self.fuse()
 
+    def forward_fuse(self, x: torch.Tensor) -> torch.Tensor:
+        """After ``BaseModel.fuse()`` (BN folded into ``conv`` and removed): act(conv(x)), as ``Conv.forward_fuse``.
+        Ultralytics 8.3.0's ``Conv2.forward_fuse`` still applies the removed BN."""
+        return self.act(self.conv(x))
+
 
 class SCConv(nn.Module):
     """Self-calibrated convolution. Liu, Hou, Cheng, Wang, Feng, "Improving Convolutional Networks with

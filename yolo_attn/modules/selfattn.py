@@ -70,7 +70,10 @@ class PAM(IdentityStart):
         q = self.query(x).flatten(2).transpose(1, 2).unsqueeze(1)  # (B, 1, N, C/r)
         k = self.key(x).flatten(2).transpose(1, 2).unsqueeze(1)  # (B, 1, N, C/r)
         v = self.value(x).flatten(2).transpose(1, 2).unsqueeze(1)  # (B, 1, N, C)
-        out = F.scaled_dot_product_attention(q, k, v, scale=1.0)  # (B, 1, N, C)
+        if torch.onnx.is_in_onnx_export():  # torch < 2.5's ONNX symbolic of SDPA fails on a float scale: spelt out
+            out = torch.softmax(q @ k.transpose(-2, -1), dim=-1) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, scale=1.0)  # (B, 1, N, C)
         return out.squeeze(1).transpose(1, 2).reshape(b, c, h, w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
