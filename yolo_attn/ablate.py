@@ -35,6 +35,7 @@ import re
 import shlex
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -90,10 +91,10 @@ def paired(base: dict[int, float], other: dict[int, float], conf: float = 0.95) 
     n = len(d)
     if n == 0:
         return Paired(0, math.nan, math.nan, math.nan, math.nan)
-    mean = sum(d) / n
+    mean = statistics.fmean(d)
     if n == 1:
         return Paired(1, mean, math.nan, math.nan, math.nan)
-    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1))
+    sd = statistics.stdev(d)
     half = t_quantile(n - 1, 0.5 + conf / 2) * sd / math.sqrt(n)
     return Paired(n, mean, sd, mean - half, mean + half)
 
@@ -109,11 +110,8 @@ def seeds_to_resolve(sd: float, delta: float, conf: float = 0.95, limit: int = 1
 
 
 def std(values: list[float]) -> float:
-    n = len(values)
-    if n < 2:
-        return math.nan
-    m = sum(values) / n
-    return math.sqrt(sum((x - m) ** 2 for x in values) / (n - 1))
+    """Sample standard deviation; nan below two values."""
+    return statistics.stdev(values) if len(values) > 1 else math.nan
 
 
 # ----------------------------------------------------------------------------------------------------------------

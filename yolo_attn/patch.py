@@ -174,7 +174,7 @@ def _layer_loop(fdef: ast.FunctionDef) -> ast.For:
 
 
 def _is_channel_chain(node) -> bool:
-    """The head of the layer loop's module chain: ``if m in base_modules:`` (8.3.x from about 8.3.60 and 8.4) or
+    """The head of the layer loop's module chain: ``if m in base_modules:`` (8.3.100, 8.3.253 and 8.4 checked) or
     ``if m in {Classify, Conv, ...}:`` (a set literal, the 8.3.0 shape)."""
     t = node.test if isinstance(node, ast.If) else None
     return (
