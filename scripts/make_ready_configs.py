@@ -173,6 +173,33 @@ def _base(family: str) -> str:
     return (Path(ultralytics.__file__).parent / "cfg/models" / FAMILIES[family]).read_text()
 
 
+# Selective Query Recollection: Ultralytics' RT-DETR YAMLs with the `sqr:` key added (a training strategy, no new rows)
+SQR_BASES = {"rtdetr-l": "RT-DETR-l", "rtdetr-x": "RT-DETR-x", "rtdetr-resnet50": "RT-DETR-ResNet50",
+             "rtdetr-resnet101": "RT-DETR-ResNet101"}  # fmt: skip
+
+
+def build_sqr_text(stem: str) -> str:
+    import ultralytics
+
+    base = (Path(ultralytics.__file__).parent / "cfg/models/rt-detr" / f"{stem}.yaml").read_text()
+    body = base[base.index("\nnc:") + 1 :]
+    body = body.replace("\n", "\nsqr: selective # query recollection in training: selective (the paper's), dense, false\n", 1)
+    head = [
+        f"# yolo_attn ready config: {SQR_BASES[stem]} + Selective Query Recollection (SQR)",
+        f"# Use as {stem}-sqr.yaml. Made by scripts/make_ready_configs.py from Ultralytics' own {stem}.yaml: only the",
+        "# `sqr:` key is added, the rows are RT-DETR's.",
+        "#",
+        *_wrap("What: in training, every decoder stage also takes the query sets the two stages before it produced "
+               "(1, 2, 3, 5, 8, 13 sets over the 6 stages) and all 32 sets are supervised; validation, prediction and "
+               "export are RT-DETR's exactly, and weights move both ways between this file and " + stem + ".yaml."),
+        *_wrap("Cost: about 5x the decoder's training compute; inference unchanged."),
+        *_wrap('Paper: Chen, Zhang, Hu, Huang, Zhu, Savvides, "Enhanced Training of Query-Based Object Detection via '
+               'Selective Query Recollection", CVPR 2023'),
+        "",
+    ]
+    return "\n".join(head) + "\n" + body
+
+
 def build_text(spec: Ready, family: str) -> str:
     from yolo_attn import yamledit
 
@@ -232,6 +259,13 @@ def main(argv=None) -> int:
                     stale.append(path.name)
             else:
                 path.write_text(text)
+    for stem in SQR_BASES:
+        path, text = out / f"{stem}-sqr.yaml", build_sqr_text(stem)
+        if args.check:
+            if not path.is_file() or path.read_text() != text:
+                stale.append(path.name)
+        else:
+            path.write_text(text)
     if stale:
         print(f"out of date (run scripts/make_ready_configs.py): {', '.join(stale)}", file=sys.stderr)
         return 1

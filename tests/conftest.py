@@ -95,7 +95,7 @@ def val_images() -> list[Path]:
 def ready_configs() -> list[str]:
     import yolo_attn
 
-    return sorted(p.name for p in Path(yolo_attn.MODEL_YAMLS).glob("*.yaml"))
+    return sorted(p.name for p in Path(yolo_attn.MODEL_YAMLS).glob("yolo*.yaml"))
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from test_every_block import every_block_yaml
 import yolo_attn
 
 FULL = os.environ.get("YOLO_ATTN_FULL_COMPILE") == "1"
-CONFIGS = sorted(p.name.replace("-", "n-", 1) for p in Path(yolo_attn.MODEL_YAMLS).glob("*.yaml"))
+CONFIGS = sorted(p.name.replace("-", "n-", 1) for p in Path(yolo_attn.MODEL_YAMLS).glob("yolo*.yaml"))
 
 
 def _ours(model) -> list[tuple[int, torch.nn.Module]]:

@@ -14,7 +14,7 @@ import yolo_attn
 from yolo_attn import modules as M
 from yolo_attn import registry
 
-CONFIGS = sorted(p.name for p in Path(yolo_attn.MODEL_YAMLS).glob("*.yaml"))
+CONFIGS = sorted(p.name for p in Path(yolo_attn.MODEL_YAMLS).glob("yolo*.yaml"))
 SCALES = os.environ.get("YOLO_ATTN_TEST_SCALES", "nsmlx")  # the compatibility run builds n and s
 BLOCK_OF_TAG = {
     "ca": M.CA,

@@ -15,7 +15,7 @@ from conftest import BIN, checkpoint_model, coco_batch, perturb_constants, pytho
 import yolo_attn
 from yolo_attn.modules import DCN
 
-CONFIGS = sorted(p.name for p in Path(yolo_attn.MODEL_YAMLS).glob("*.yaml"))
+CONFIGS = sorted(p.name for p in Path(yolo_attn.MODEL_YAMLS).glob("yolo*.yaml"))
 IMGSZ = 160
 
 

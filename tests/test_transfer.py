@@ -16,7 +16,7 @@ from yolo_attn import yamledit
 from yolo_attn.registry import BLOCKS, same_width
 
 # cfnet rebuilds the backbone as two cascade stages: no row-for-row correspondence (test_transfer_into_cfnet)
-CONFIGS = sorted(p.name for p in Path(yolo_attn.MODEL_YAMLS).glob("*.yaml") if "cfnet" not in p.name)
+CONFIGS = sorted(p.name for p in Path(yolo_attn.MODEL_YAMLS).glob("yolo*.yaml") if "cfnet" not in p.name)
 # rows the ready configs add (every channel-preserving block, and ASFF); every other row is a base row
 INSERTED = {name for name, spec in BLOCKS.items() if spec.rule is same_width} | {"ASFF"}
 REPLACED_CONVS = 6  # SPDConv configs swap 6 strided convs (6 state tensors each: conv weight + 5 BN entries)

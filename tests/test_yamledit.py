@@ -194,7 +194,8 @@ def test_replace_rejects_a_stride_one_conv(tmp_path):
 def test_list_json(tmp_path):
     rows = json.loads(cli("list", "--json", cwd=tmp_path).stdout)
     by_name = {r["name"]: r for r in rows}
-    assert set(by_name) == set(yolo_attn.BLOCKS)
+    assert set(by_name) == set(yolo_attn.BLOCKS) | {"SQR"}
+    assert by_name["SQR"]["ready_configs"] == [f"rtdetr-{v}-sqr.yaml" for v in ("l", "resnet101", "resnet50", "x")]
     assert {"yolov8-ca.yaml", "yolo11-ca.yaml"} <= set(by_name["CA"]["ready_configs"])
     assert by_name["DCN"]["ready_configs"] and by_name["ASFF"]["yaml_args"] == "[c2, level=0, compress=16]"
     assert by_name["CBAM"]["class"] == "yolo_attn.modules.attention.CBAM"

@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from . import yamledit
-from .registry import BLOCKS
+from .registry import BLOCKS, KEYS
 
 
 class CliError(Exception):
@@ -33,10 +33,10 @@ def ready_configs() -> dict[str, list[str]]:
     """Block name -> the shipped ready configs that use it."""
     from .patch import MODEL_YAMLS
 
-    out: dict[str, list[str]] = {name: [] for name in BLOCKS}
+    out: dict[str, list[str]] = {name: [] for name in [*BLOCKS, *(k.name for k in KEYS.values())]}
     for path in sorted(Path(MODEL_YAMLS).glob("*.yaml")):
         d = yaml.safe_load(path.read_text())
-        used = {row[2] for row in d["backbone"] + d["head"]}
+        used = {row[2] for row in d["backbone"] + d["head"]} | {k.name for k in KEYS.values() if d.get(k.key)}
         for name in used & set(out):
             out[name].append(path.name)
         if "C2f_DCN" in used:  # DCN is used through C2f_DCN
@@ -57,13 +57,25 @@ def cmd_list(args) -> None:
             "ready_configs": configs[spec.name],
         }
         for spec in BLOCKS.values()
+    ] + [
+        {
+            "name": k.name,
+            "kind": k.kind,
+            "paper": k.paper,
+            "yaml_args": f"{k.values} (top-level key {k.key}:)",
+            "example": k.example,
+            "class": f"{k.cls.__module__}.{k.cls.__name__}",
+            "ready_configs": configs[k.name],
+        }
+        for k in KEYS.values()
     ]
     if args.json:
         print(json.dumps(rows, indent=2))
         return
     for r in rows:
         print(f"{r['name']:<9} {r['kind']:<9} {r['paper']}")
-        print(f"{'':<19} YAML row: {r['example']}   args {r['yaml_args']}")
+        what, args_ = ("YAML key", "values") if r["kind"] == "training" else ("YAML row", "args")
+        print(f"{'':<19} {what}: {r['example']}   {args_} {r['yaml_args']}")
         print(f"{'':<19} ready configs: {', '.join(r['ready_configs']) or '-'}")
 
 

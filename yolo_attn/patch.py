@@ -132,17 +132,42 @@ class ParserHooks:
                 raise layer.error(f"'from' index {x} does not name an earlier layer (valid: -1 or 0..{i - 1})")
         return spec.build_args(layer)
 
-    def built(self, module, d: dict) -> None:
-        """After construction: arm the identity start of the layer's blocks when the YAML asks for it. Only the layer
-        itself (or its repeats), not blocks nested inside it: AFF's MS-CAMs are used through ``weights()``, so gates
-        there would be parameters without gradients."""
+    def built(self, module, d: dict, i: int | None = None) -> None:
+        """After construction of layer ``i``: arm the identity start of the layer's blocks when the YAML asks for it
+        (only the layer itself or its repeats, not blocks nested inside it: AFF's MS-CAMs are used through
+        ``weights()``, so gates there would be parameters without gradients); give the RT-DETR head its query
+        recollection decoder when the YAML says ``sqr:``."""
         for key, (since, what) in self.unread.items():
             if key in d:  # this release would build the model without it: a different model, silently
                 raise UltralyticsTooOld(f"yolo_attn: model YAML key {key!r} ({what}) {_needs(since)}")
+        if d.get("sqr") is not None:
+            self.recollect(module, d, i)
         if d.get("identity_start"):
             for m in module if isinstance(module, torch.nn.Sequential) else [module]:
                 if isinstance(m, IdentityStart):
                     m.identity_start()
+
+    @staticmethod
+    def recollect(module, d: dict, i: int | None) -> None:
+        """``sqr: selective|dense`` on the last row (the head): swap the RT-DETR decoder's layer loop for
+        ``SQRDecoder``, which keeps the same layers. Anything else with the key set is refused in one line."""
+        from ultralytics.nn.modules import RTDETRDecoder
+
+        from .modules.sqr import SQRDecoder, mode_of
+
+        try:
+            mode = mode_of(d["sqr"])
+        except ValueError as e:
+            raise registry.YAMLKeyError("sqr", str(e)) from None
+        rows = d.get("backbone", []) + d.get("head", [])
+        if mode is None or i is None or i != len(rows) - 1:
+            return
+        if not isinstance(module, RTDETRDecoder) or not isinstance(getattr(module, "decoder", None), torch.nn.Module):
+            raise registry.YAMLKeyError(
+                "sqr", f"query recollection trains an RT-DETR decoder, but the model's head (layer {i}) is {rows[i][2]}, "
+                "not RTDETRDecoder; use it with an RT-DETR YAML such as rtdetr-l.yaml or remove the key"
+            )  # fmt: skip
+        module.decoder = SQRDecoder(module.decoder, mode)
 
     def build_failed(self, i, m, args, exc: Exception) -> None:
         """Re-raise a failed construction of one of our blocks as a LayerError; other modules' errors pass."""
@@ -225,7 +250,7 @@ class _PatchParseModel(ast.NodeTransformer):
             new = ast.parse(
                 "try:\n"
                 "    pass\n"
-                "    _yolo_attn.built(m_, d)\n"
+                "    _yolo_attn.built(m_, d, i)\n"
                 "except Exception as _yolo_attn_error:\n"
                 "    _yolo_attn.build_failed(i, m, args, _yolo_attn_error)\n"
                 "    raise\n"

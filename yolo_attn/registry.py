@@ -21,6 +21,7 @@ from typing import Callable
 from ultralytics.utils.ops import make_divisible
 
 from . import modules as M
+from .modules import sqr as _sqr
 
 
 class LayerError(ValueError):
@@ -29,6 +30,14 @@ class LayerError(ValueError):
     def __init__(self, index, block: str, message: str):
         self.index, self.block = index, block
         super().__init__(f"yolo_attn: YAML layer {index} ({block}): {message}")
+
+
+class YAMLKeyError(ValueError):
+    """A top-level model YAML key that yolo_attn reads (``sqr``) with a value it cannot use."""
+
+    def __init__(self, key: str, message: str):
+        self.key = key
+        super().__init__(f"yolo_attn: model YAML key {key!r}: {message}")
 
 
 class UnknownBlockError(LayerError, KeyError):
@@ -278,3 +287,24 @@ for _spec in (
               "[c2, shortcut=False, g=1, e=0.5]", "[-1, 3, C2f_DCN, [512, True]]"),
 ):  # fmt: skip
     register(_spec)
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """A top-level model YAML key that switches on a training strategy (not a row of the model)."""
+
+    key: str
+    name: str
+    cls: type
+    kind: str
+    paper: str
+    values: str
+    example: str
+
+
+# Training strategies switched on by a top-level YAML key, read by the parser hook (patch.ParserHooks.built)
+KEYS: dict[str, KeySpec] = {
+    "sqr": KeySpec("sqr", "SQR", _sqr.SQRDecoder, "training",
+                   "Chen et al., Selective Query Recollection, CVPR 2023 (RT-DETR decoders)",
+                   f"{' | '.join(_sqr.MODES)} | false", "sqr: selective"),
+}  # fmt: skip
