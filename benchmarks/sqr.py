@@ -7,9 +7,9 @@ cost: rtdetr-l.yaml and rtdetr-l-sqr.yaml with the same weights. A training step
 a real COCO batch with its labels, backward, SGD step), timed in pairs, alternating which model goes first, and the
 ratio is the median of the per-pair ratios (overhead.py's method). Inference is the fused eval model under no_grad,
 timed the same way (expected 1.0: SQR does not touch inference). Peak memory of a training step: each model runs
-its steps in a process of its own, and the table gives the growth of the process's peak resident memory over what it
-held after building the model and one warm-up inference (CPU; on a GPU torch.cuda.max_memory_allocated is the
-measure, see the README). Writes results/sqr.md (the cost part).
+its steps in a process of its own, and the table gives how far the peak resident memory during the steps rises
+above what the process holds between steps, after one warm-up step (CPU, the kernel's VmHWM reset through
+/proc/self/clear_refs; on a GPU torch.cuda.max_memory_allocated would be the measure). Writes results/sqr.md (the cost part).
 
 curves: `yolo train` of both configs on the COCO sample, same recipe and seed, one after the other (a finished run is
 kept: rerunning resumes the missing one, or an interrupted one through Ultralytics' resume=True). The losses plotted
@@ -73,18 +73,33 @@ def infer_step(m, x):
     return step
 
 
+MEMORY = """
+import json, sys, torch
+sys.path.insert(0, sys.argv[1])
+import sqr
+
+def status(key):  # kB, from /proc/self/status
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(key + ":"))
+
+torch.set_num_threads(int(sys.argv[6]))
+m = sqr.build(sys.argv[2])
+b = sqr.real_batch(int(sys.argv[3]), int(sys.argv[4]))
+step = sqr.train_step(m.train(), b)
+step()  # the optimizer state and the allocator's pools exist from here on
+open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to the current resident size
+before = status("VmRSS")
+for _ in range(int(sys.argv[5])):
+    step()
+print(json.dumps({"before": before, "peak": status("VmHWM")}))
+"""
+
+
 def peak_memory(name: str, batch: int, imgsz: int, steps: int, threads: int) -> dict:
-    """Run in a process of its own: the growth of peak RSS (MiB) over a few training steps."""
-    code = (
-        "import json, resource, sys, torch; sys.path.insert(0, sys.argv[1]); import sqr; "
-        f"torch.set_num_threads({threads}); m = sqr.build(sys.argv[2]); b = sqr.real_batch({batch}, {imgsz}); "
-        "m.eval(); sqr.infer_step(m, b['img'])(); m.train(); "
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; s = sqr.train_step(m, b); "
-        f"[s() for _ in range({steps})]; "
-        "print(json.dumps({'before': before, 'peak': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))"
-    )
+    """In a process of its own: how far a training step raises the resident memory (MiB) above what the process
+    holds between steps (model, gradients, optimizer state, after one warm-up step)."""
     env = {**os.environ, "YOLO_OFFLINE": "1"}
-    out = subprocess.run([sys.executable, "-c", code, str(HERE), name], capture_output=True, text=True, env=env, check=True)
+    cmd = [sys.executable, "-c", MEMORY, str(HERE), name, str(batch), str(imgsz), str(steps), str(threads)]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
     r = json.loads(out.stdout.strip().splitlines()[-1])
     return {"before_mib": r["before"] / 1024, "peak_mib": r["peak"] / 1024, "growth_mib": (r["peak"] - r["before"]) / 1024}
 

@@ -312,3 +312,83 @@ def test_onnx_export_equals_plain_rtdetr(trained, tmp_path):
         close = (np.abs(got[:, None, 4] - want[None, :, 4]) <= 1e-4) & (got[:, None, 5] == want[None, :, 5])
         box_err = np.abs(got[:, None, :4] - want[None, :, :4]).max(-1)
         assert np.where(close, box_err, np.inf).min(1).max() <= 1e-4
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# compile=True and DDP
+# ------------------------------------------------------------------------------------------------------------------
+def test_the_training_decoder_traces_as_one_graph():
+    """compile=True: torch.compile sees the recollection loop (32 sets, unrolled) as one graph, no break."""
+    import torch._dynamo
+
+    head, args = decoder_inputs(tiny().train(), coco_targets()["img"])
+    torch._dynamo.reset()
+    e = torch._dynamo.explain(head.decoder)(*args)
+    assert e.graph_break_count == 0, e.break_reasons
+
+
+DDP_STEP = """
+import os, sys, torch, torch.distributed as dist
+sys.path.insert(0, sys.argv[1])
+from test_sqr import tiny, coco_targets
+rank = int(sys.argv[2])
+dist.init_process_group("gloo", init_method="file://" + sys.argv[3], rank=rank, world_size=2)
+torch.set_num_threads(1)
+model = tiny().train()
+ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)  # as Ultralytics' trainer wraps it
+batch = coco_targets(n=4)
+keep = batch["batch_idx"] // 2 == rank  # each rank its own two images
+part = {"img": batch["img"][2 * rank : 2 * rank + 2], "cls": batch["cls"][keep], "bboxes": batch["bboxes"][keep],
+        "batch_idx": batch["batch_idx"][keep] - 2 * rank}
+opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+loss, _ = ddp(part)
+loss.backward()
+opt.step()
+flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+others = [torch.zeros_like(flat) for _ in range(2)]
+dist.all_gather(others, flat)
+print("SETS", model.model[-1].decoder.plan[-1].__len__(), "SAME", bool(torch.equal(others[0], others[1])), float(loss))
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_train_one_step_in_sync(tmp_path):
+    """Two gloo processes, DistributedDataParallel as Ultralytics' trainer wraps the model, one SQR training step
+    each on its own COCO images: the gradients all-reduce and both ranks end with the same weights."""
+    import subprocess
+    import sys
+
+    from conftest import env
+
+    script = tmp_path / "ddp_step.py"
+    script.write_text(DDP_STEP)
+    here, init = Path(__file__).parent, tmp_path / "rendezvous"
+    procs = [subprocess.Popen([sys.executable, str(script), str(here), str(r), str(init)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env(), cwd=tmp_path) for r in range(2)]  # fmt: skip
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-4000:]
+        words = out.split()
+        assert words[words.index("SETS") + 1] == "13" and words[words.index("SAME") + 1] == "True", out
+
+
+@pytest.mark.slow
+def test_ddp_worker_builds_the_sqr_decoder(tmp_path, sample_data):
+    """Ultralytics' own DDP launcher file for `yolo train model=rtdetr-l-sqr.yaml`, run in a fresh interpreter: the
+    worker rebuilds the model from the YAML name with the SQR decoder."""
+    script = tmp_path / "make_ddp.py"
+    script.write_text(
+        "from ultralytics.models.rtdetr.train import RTDETRTrainer\n"
+        "from ultralytics.utils.dist import generate_ddp_file\n"
+        f"t = RTDETRTrainer(overrides=dict(model='rtdetr-l-sqr.yaml', data=r'{sample_data}', imgsz=64, device='cpu',"
+        f" project=r'{tmp_path}', name='ddp'))\n"
+        "print(generate_ddp_file(t))\n"
+    )
+    worker = python(f"exec(open(r'{script}').read())", tmp_path).stdout.strip().splitlines()[-1]
+    src = open(worker).read()
+    assert "trainer.train()" in src
+    probe = "trainer.setup_model(); print('BUILT', type(trainer.model.model[-1].decoder).__name__)"
+    open(worker, "w").write(src.replace("trainer.train()", probe))
+    out = python(f"import runpy; runpy.run_path(r'{worker}', run_name='__main__')", tmp_path).stdout
+    assert "BUILT SQRDecoder" in out
