@@ -1,6 +1,6 @@
-"""What a ready config costs on top of plain yolov8n: one training step and one inference, side by side.
+"""What a ready config costs on top of its plain base (yolov8n by default): one training step and one inference, side by side.
 
-    .venv/bin/python benchmarks/overhead.py [--pairs 15] [--batch 8] [--imgsz 320] [--configs a,b]
+    .venv/bin/python benchmarks/overhead.py [--pairs 15] [--batch 8] [--imgsz 320] [--configs a,b] [--base yolo26n.yaml]
 
 A training step is Ultralytics' own: model.loss on a real batch (the repository's COCO sample, letterboxed to imgsz,
 real labels), backward, SGD step. Inference is the fused model (as predict and val run it) under no_grad. Each config
@@ -8,7 +8,8 @@ is timed in pairs with plain yolov8n, step by step (base, config; then config, b
 of the per-pair ratios: a training step here varies by 10-20% from one step to the next (allocation, the assigner), so
 only steps timed next to each other compare. The table gives the spread (interquartile range of the pair ratios) too.
 Targets (issue 5): a channel-preserving attention config's training step at most 1.10x plain yolov8n's, inference at
-most 1.05x. Writes results/overhead.md.
+most 1.05x. Writes results/overhead.md (base yolov8n), or results/overhead_<base>.md for another --base, whose
+configs default to that family's ready configs at its scale (yolo26n.yaml: every yolo26 ready config at n).
 """
 
 from __future__ import annotations
@@ -111,7 +112,8 @@ def main(argv=None) -> str:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--imgsz", type=int, default=320)
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
-    ap.add_argument("--configs", help="comma-separated yolov8n configs (default: every yolov8 ready config)")
+    ap.add_argument("--configs", help="comma-separated configs (default: every ready config of the base's family)")
+    ap.add_argument("--base", default="yolov8n.yaml", help="the plain model to compare with (default yolov8n.yaml)")
     ap.add_argument("--out", default=str(HERE / "results"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -124,10 +126,12 @@ def main(argv=None) -> str:
 
     import yolo_attn
 
+    base_name = args.base
+    family, scale = base_name.removesuffix(".yaml")[:-1], base_name.removesuffix(".yaml")[-1]
     names = args.configs.split(",") if args.configs else [
-        p.name.replace("-", "n-", 1) for p in sorted(yolo_attn.MODEL_YAMLS.glob("yolov8-*.yaml"))
+        p.name.replace("-", f"{scale}-", 1) for p in sorted(yolo_attn.MODEL_YAMLS.glob(f"{family}-*.yaml"))
     ]
-    names = ["yolov8n.yaml"] + names
+    names = [base_name] + names
     batch = real_batch(args.batch, args.imgsz)
     x = batch["img"]
     hyp = get_cfg(DEFAULT_CFG)
@@ -139,7 +143,7 @@ def main(argv=None) -> str:
         infer = DetectionModel(n, nc=80, verbose=False).eval().fuse(verbose=False)
         train_models[n], infer_models[n] = m.train(), infer
         info[n] = {"params": sum(p.numel() for p in m.parameters()), "gflops": get_flops(infer, args.imgsz),
-                   "kind": kind_of(m) if n != "yolov8n.yaml" else "base"}  # fmt: skip
+                   "kind": kind_of(m) if n != base_name else "base"}  # fmt: skip
 
     def train_step(m, opt):
         def step():
@@ -158,7 +162,6 @@ def main(argv=None) -> str:
         return step
 
     opts = {n: torch.optim.SGD(m.parameters(), lr=1e-4, momentum=0.9) for n, m in train_models.items()}
-    base_name = "yolov8n.yaml"
     res = {n: {} for n in names}
     for n in names[1:]:
         for kind, a, b in (
@@ -181,7 +184,7 @@ def main(argv=None) -> str:
            f"{args.imgsz}, CPU; {args.pairs} paired steps per config and kind")  # fmt: skip
     base = info[base_name]
     lines = [
-        "# Ready yolov8n configs: overhead over plain yolov8n",
+        f"# Ready {base_name.removesuffix('.yaml')} configs: overhead over plain {base_name.removesuffix('.yaml')}",
         "",
         env + ".",
         "",
@@ -213,16 +216,16 @@ def main(argv=None) -> str:
         )
     lines += [
         "",
-        f"Targets: training step <= {TRAIN_TARGET}x and inference <= {INFER_TARGET}x plain yolov8n, for configs that "
-        "insert channel-preserving attention blocks. Each ratio is the median over steps timed in pairs with plain "
-        "yolov8n (alternating which runs first); IQR is the interquartile range of those pair ratios, the noise of "
+        f"Targets: training step <= {TRAIN_TARGET}x and inference <= {INFER_TARGET}x plain {base_name}, for configs "
+        "that insert channel-preserving attention blocks. Each ratio is the median over steps timed in pairs with the "
+        "plain model (alternating which runs first); IQR is the interquartile range of those pair ratios, the noise of "
         "this machine. Blocks' share: the time inside yolo_attn layers (forward hooks) over the fused model's "
         "inference time. GFLOPs are Ultralytics' own count (thop), which does not count deformable sampling.",
     ]
     text = "\n".join(lines) + "\n"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "overhead.md").write_text(text)
+    (out / ("overhead.md" if base_name == "yolov8n.yaml" else f"overhead_{base_name.removesuffix('.yaml')}.md")).write_text(text)
     print(text)
     return text
 

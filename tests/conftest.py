@@ -18,6 +18,23 @@ SAMPLE = REPO / "data" / "coco16"
 SHARED_COCO = REPO.parent / "shared" / "datasets" / "coco128"
 BIN = Path(sys.executable).parent
 
+def _release() -> tuple:
+    from importlib.metadata import version
+
+    return tuple(int(x) for x in version("ultralytics").split(".")[:3])
+
+
+HAS_YOLO26 = _release() >= (8, 4, 0)  # YOLO26 (its modules and YAML keys) arrived in Ultralytics 8.4.0
+FAMILIES = ("yolov8n", "yolo11n", "yolo26n") if HAS_YOLO26 else ("yolov8n", "yolo11n")  # ready-config families at n
+
+
+def ready_config_names() -> list[str]:
+    """The shipped YOLO ready configs this Ultralytics release can build (yolo26-* from 8.4.0 on)."""
+    import yolo_attn
+
+    return sorted(p.name for p in Path(yolo_attn.MODEL_YAMLS).glob("yolo*.yaml")
+                  if HAS_YOLO26 or not p.name.startswith("yolo26"))  # fmt: skip
+
 
 def env(**extra) -> dict:
     """Environment for subprocesses: offline, yolo_attn not disabled, nothing of the test process's sys.path."""
@@ -95,20 +112,25 @@ def val_images() -> list[Path]:
 def ready_configs() -> list[str]:
     import yolo_attn
 
-    return sorted(p.name for p in Path(yolo_attn.MODEL_YAMLS).glob("yolo*.yaml"))
+    return ready_config_names()
 
 
 @pytest.fixture(scope="session")
 def base_checkpoints(tmp_path_factory, sample_data) -> dict:
-    """Plain yolov8n and yolo11n trained one epoch on the repository's COCO sample with the `yolo` command."""
+    """Plain yolov8n, yolo11n and yolo26n trained one epoch on the repository's COCO sample with the `yolo` command."""
     out = tmp_path_factory.mktemp("base")
-    for fam in ("yolov8n", "yolo11n"):
+    for fam in FAMILIES:
         run(
             [BIN / "yolo", "train", f"model={fam}.yaml", f"data={sample_data}", "epochs=1", "imgsz=160", "batch=8",
              "device=cpu", "workers=0", "plots=False", f"project={out}", f"name={fam}", "exist_ok=True"],
             out,
         )  # fmt: skip
-    return {fam: out / fam / "weights" / "best.pt" for fam in ("yolov8n", "yolo11n")}
+    return {fam: out / fam / "weights" / "best.pt" for fam in FAMILIES}
+
+
+def family_of(config: str) -> str:
+    """yolov8-ca.yaml -> yolov8n, yolo26-se.yaml -> yolo26n: the plain base of a ready config at n."""
+    return config.split("-")[0] + "n"
 
 
 def checkpoint_model(path):

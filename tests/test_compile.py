@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import perturb_constants, trained_bn
+from conftest import perturb_constants, ready_config_names, trained_bn
 from test_every_block import every_block_yaml
 
 import yolo_attn
 
 FULL = os.environ.get("YOLO_ATTN_FULL_COMPILE") == "1"
-CONFIGS = sorted(p.name.replace("-", "n-", 1) for p in Path(yolo_attn.MODEL_YAMLS).glob("yolo*.yaml"))
+CONFIGS = [c.replace("-", "n-", 1) for c in ready_config_names()]
 
 
 def _ours(model) -> list[tuple[int, torch.nn.Module]]:

@@ -10,11 +10,13 @@ import pytest
 import torch
 import yaml
 
+from conftest import HAS_YOLO26, ready_config_names
+
 import yolo_attn
 from yolo_attn import modules as M
 from yolo_attn import registry
 
-CONFIGS = sorted(p.name for p in Path(yolo_attn.MODEL_YAMLS).glob("yolo*.yaml"))
+CONFIGS = ready_config_names()
 SCALES = os.environ.get("YOLO_ATTN_TEST_SCALES", "nsmlx")  # the compatibility run builds n and s
 BLOCK_OF_TAG = {
     "ca": M.CA,
@@ -74,11 +76,27 @@ def base_of(config: str, scale: str):
     return _base_cache[key]
 
 
-def test_every_block_has_ready_configs_for_both_families():
+def test_every_block_has_ready_configs_for_every_family():
     tags = {c.split("-", 1)[1].removesuffix(".yaml") for c in CONFIGS}
     assert tags == set(BLOCK_OF_TAG)
     for tag in tags:
         assert {f"yolov8-{tag}.yaml", f"yolo11-{tag}.yaml"} <= set(CONFIGS)
+    # YOLO26: one file per registry placement (CFNet rebuilds the backbone: no placement, v8/11 files only)
+    shipped = {p.name for p in Path(yolo_attn.MODEL_YAMLS).glob("yolo26-*.yaml")}
+    assert {c.removeprefix("yolo26-").removesuffix(".yaml") for c in shipped} == set(registry.PLACEMENTS)
+    assert set(registry.PLACEMENTS) == set(BLOCK_OF_TAG) - {"cfnet"}
+
+
+@pytest.mark.skipif(HAS_YOLO26, reason="this Ultralytics release builds YOLO26")
+def test_yolo26_configs_on_a_release_without_yolo26_say_which_release_they_need():
+    from ultralytics import __version__
+    from ultralytics.nn.tasks import DetectionModel
+
+    from yolo_attn.patch import UltralyticsTooOld
+
+    with pytest.raises((UltralyticsTooOld, registry.LayerError)) as e:
+        DetectionModel("yolo26n-cbam.yaml", verbose=False)
+    assert "needs ultralytics>=8.4.0" in str(e.value) and __version__ in str(e.value) and "\n" not in str(e.value)
 
 
 @pytest.mark.parametrize("scale", SCALES)
@@ -168,9 +186,23 @@ def test_generated_configs_are_up_to_date():
     from conftest import REPO
 
     script = runpy.run_path(str(REPO / "scripts" / "make_ready_configs.py"))
-    specs = script["SPECS"]
-    assert len(specs) == 19
-    for spec in specs:
-        for family in script["FAMILIES"]:
-            path = REPO / "model_yamls" / f"{family}-{spec.tag}.yaml"
-            assert path.read_text() == script["build_text"](spec, family), path.name
+    targets = script["targets"]()
+    assert len(targets) == 19 * 2 + len(registry.PLACEMENTS)  # 19 generated v8/11 pairs, every placement on yolo26
+    for family, suffix in targets:
+        path = REPO / "model_yamls" / f"{family}-{suffix}.yaml"
+        assert path.read_text() == script["build_text"](suffix, family), path.name
+    for stem in script["SQR_BASES"]:  # RT-DETR + SQR: Ultralytics' YAML with the `sqr:` key, rows untouched
+        path = REPO / "model_yamls" / f"{stem}-sqr.yaml"
+        text = path.read_text()
+        assert text == script["build_sqr_text"](stem), path.name
+        assert yaml.safe_load(text) == {**yaml_of(f"{stem}.yaml"), "sqr": "selective"}
+    shipped = {p.name for p in (REPO / "model_yamls").glob("rtdetr*.yaml")}
+    assert shipped == {f"{stem}-sqr.yaml" for stem in script["SQR_BASES"]}
+
+
+def yaml_of(name: str) -> dict:
+    """Ultralytics' own model YAML, as shipped with the installed release."""
+    import ultralytics
+
+    (path,) = (Path(ultralytics.__file__).parent / "cfg" / "models").rglob(name)
+    return yaml.safe_load(path.read_text())

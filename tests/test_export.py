@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import BIN, checkpoint_model, coco_batch, perturb_constants, python, run
+from conftest import BIN, checkpoint_model, coco_batch, family_of, perturb_constants, python, ready_config_names, run
 
 import yolo_attn
 from yolo_attn.modules import DCN
 
-CONFIGS = sorted(p.name for p in Path(yolo_attn.MODEL_YAMLS).glob("yolo*.yaml"))
+CONFIGS = ready_config_names()
 IMGSZ = 160
 
 
@@ -31,7 +31,7 @@ def checkpoints(base_checkpoints, tmp_path_factory) -> dict[str, Path]:
     made = {}
     torch.manual_seed(0)
     for config in CONFIGS:
-        family = "yolov8n" if config.startswith("yolov8") else "yolo11n"
+        family = family_of(config)
         model = DetectionModel(config.replace("-", "n-", 1), verbose=False)
         model.load(checkpoint_model(base_checkpoints[family]), verbose=False)
         for m in model.modules():

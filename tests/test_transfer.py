@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import BIN, checkpoint_model, coco_batch, python, run, tensors_of
+from conftest import BIN, checkpoint_model, coco_batch, family_of, python, ready_config_names, run, tensors_of
 
 import yolo_attn
 from yolo_attn import yamledit
 from yolo_attn.registry import BLOCKS, same_width
 
 # cfnet rebuilds the backbone as two cascade stages: no row-for-row correspondence (test_transfer_into_cfnet)
-CONFIGS = sorted(p.name for p in Path(yolo_attn.MODEL_YAMLS).glob("yolo*.yaml") if "cfnet" not in p.name)
+CONFIGS = [c for c in ready_config_names() if "cfnet" not in c]
 # rows the ready configs add (every channel-preserving block, and ASFF); every other row is a base row
 INSERTED = {name for name, spec in BLOCKS.items() if spec.rule is same_width} | {"ASFF"}
 REPLACED_CONVS = 6  # SPDConv configs swap 6 strided convs (6 state tensors each: conv weight + 5 BN entries)
@@ -58,7 +58,7 @@ def _load_logged(target, source) -> list[str]:
 def test_transfer_into_every_ready_config(config, base_checkpoints):
     from ultralytics.nn.tasks import DetectionModel
 
-    family = "yolov8n" if config.startswith("yolov8") else "yolo11n"
+    family = family_of(config)
     source = checkpoint_model(base_checkpoints[family])
     src_sd = {k: v.clone() for k, v in source.state_dict().items()}
     target = DetectionModel(config.replace("-", "n-", 1), verbose=False)
@@ -80,7 +80,7 @@ def test_transfer_into_every_ready_config(config, base_checkpoints):
     for tk, v in expected.items():
         assert torch.equal(after[tk], v), tk
     tag = config.split("-", 1)[1].removesuffix(".yaml")
-    if not (tag == "dcn" and family == "yolo11n"):  # C3k2 -> C2f_DCN keeps only what fits; checked by `expected`
+    if not (tag == "dcn" and family != "yolov8n"):  # C3k2 -> C2f_DCN keeps only what fits; checked by `expected`
         assert len(expected) == len(src_sd) - LEFT_OUT.get(tag, 0), tag
     line = next(x for x in log if x.startswith("yolo_attn: structural transfer"))
     assert f"placed {len(expected)}/{len(src_sd)} source tensors" in line
@@ -142,7 +142,7 @@ def test_plain_models_keep_ultralytics_behaviour(base_checkpoints):
 def test_identity_start_predicts_exactly_like_the_base(config, base_checkpoints, val_images, tmp_path):
     from ultralytics.nn.tasks import DetectionModel
 
-    family = "yolov8n" if config.startswith("yolov8") else "yolo11n"
+    family = family_of(config)
     text = yamledit.add_identity_start((yolo_attn.MODEL_YAMLS / config).read_text())
     path = tmp_path / config.replace("-", "n-", 1)
     path.write_text(text)

@@ -44,7 +44,43 @@ def ready_configs() -> dict[str, list[str]]:
     return out
 
 
+def cmd_show(args) -> None:
+    import ultralytics.nn.tasks as tasks
+
+    from . import compose
+
+    try:
+        path = tasks.check_yaml(args.name)  # what `yolo train model=NAME` reads
+    except (compose.ComposeError, FileNotFoundError) as e:
+        raise CliError(str(e).removeprefix("yolo_attn: ")) from None
+    print(Path(path).read_text(encoding="utf-8"), end="")
+
+
+def cmd_families(args) -> None:
+    from . import compose, registry
+
+    table = compose.family_table()
+    if args.json:
+        print(json.dumps(table, indent=2))
+        return
+    suffixes = list(registry.PLACEMENTS)
+    if args.markdown:
+        print("| family | " + " | ".join(suffixes) + " |")
+        print("|---|" + "---|" * len(suffixes))
+        for stem, row in table.items():
+            print(f"| {stem} | " + " | ".join("✓" if row[s] is None else "–" for s in suffixes) + " |")
+        return
+    for stem, row in table.items():
+        ok = [s for s in suffixes if row[s] is None]
+        print(f"{stem:<20} {len(ok):>2}/{len(suffixes)}  {', '.join(ok)}")
+        for s in suffixes:
+            if row[s] is not None:
+                print(f"{'':<25} no {s}: {row[s]}")
+
+
 def cmd_list(args) -> None:
+    if args.families:
+        return cmd_families(args)
     configs = ready_configs()
     rows = [
         {
@@ -271,7 +307,14 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("list", help="every registered block, its paper, YAML arguments and ready configs")
     s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.add_argument("--families", action="store_true",
+                   help="which config suffixes each Ultralytics model family supports (composed names)")
+    s.add_argument("--markdown", action="store_true", help="with --families: a Markdown table")
     s.set_defaults(run=cmd_list)
+
+    s = sub.add_parser("show", help="print the YAML a config name resolves to (a ready config or a composed name)")
+    s.add_argument("name", help="a config name, e.g. yolo26n-cbam.yaml, yolo11s-seg-simam.yaml, rtdetr-l-ca.yaml")
+    s.set_defaults(run=cmd_show)
 
     s = sub.add_parser("info", help="layers, parameters, GFLOPs of a YAML or checkpoint, and its difference to the base")
     s.add_argument("model", help="a model YAML (path or bare name) or a .pt checkpoint")

@@ -8,13 +8,15 @@ keeping the original in ``__wrapped__``:
      matches for unknown names instead of a bare ``KeyError``);
    - in front of the ``if m in base_modules`` chain (a set literal in 8.3.0), a dispatch applies the block's channel rule
      (``yolo_attn.registry``) for yolo_attn blocks; every other module takes Ultralytics' own path unchanged;
-   - the module construction ``m_ = ...`` reports a failure of one of our blocks with the YAML layer index, and
-     arms the blocks' identity start when the YAML says ``identity_start: true``.
+   - the module construction ``m_ = ...`` reports a failure of one of our blocks with the YAML layer index, arms
+     the blocks' identity start when the YAML says ``identity_start: true``, and, when the YAML says ``sqr:``, gives
+     the RT-DETR head (Ultralytics' own ``RTDETRDecoder``) the query-recollection decoder ``SQRDecoder``.
    Ultralytics' ``base_modules`` sets are built inside the function, so this is the only way to give blocks their
    own channel rules. Before recompiling, the current function is compared with the file's source: if another
    add-on has replaced it, activation stops with an error instead of silently undoing that add-on's change.
 2. ``check_yaml`` (as called by ``yaml_model_load``) also finds the ready configs shipped in yolo_attn, by bare file
-   name, after files that exist as given. It wraps whatever ``check_yaml`` was there, so it composes.
+   name, after files that exist as given, and then builds composed names (``yolo26n-cbam.yaml``, yolo_attn.compose)
+   that nothing else resolves. It wraps whatever ``check_yaml`` was there, so it composes.
 3. ``BaseModel.load`` (behind ``YOLO(...).load(...)`` and every ``pretrained=``) matches layers by structure when
    the source or the target has yolo_attn blocks (``yolo_attn.transfer``); plain models keep Ultralytics' behaviour.
 4. yolo_attn's classes are added to torch's safe globals so ``ULTRALYTICS_SAFE_LOAD=1`` loads our checkpoints.
@@ -38,7 +40,7 @@ from pathlib import Path
 
 import torch
 
-from . import registry, transfer
+from . import compose, registry, transfer
 from .modules._common import IdentityStart
 
 SUPPORTED = ">=8.3.0,<8.5"
@@ -343,6 +345,9 @@ def find_config(file) -> str | None:
     return str(path) if path.is_file() else None
 
 
+_soft_errors: dict = {}  # unscaled name -> the ComposeError of its soft lookup (the name as the user wrote it)
+
+
 def _patch_check_yaml(tasks) -> None:
     current = getattr(tasks, "check_yaml", None)
     loader = getattr(tasks, "yaml_model_load", None)
@@ -352,8 +357,19 @@ def _patch_check_yaml(tasks) -> None:
         return
 
     def check_yaml(file, suffix=(".yaml", ".yml"), hard=True):
-        """Ultralytics' check_yaml, also finding yolo_attn's ready configs by bare name."""
-        return find_config(file) or current(file, suffix=suffix, hard=hard)
+        """Ultralytics' check_yaml, also finding yolo_attn's ready configs by bare name, and building composed names
+        (``yolo26n-cbam.yaml``: see yolo_attn.compose) when nothing else has that name."""
+        found = find_config(file) or current(file, suffix=suffix, hard=False)
+        if found:
+            return found
+        try:
+            found = compose.compose(str(file), lambda n: find_config(n) or current(n, suffix=suffix, hard=False) or None)
+        except compose.ComposeError as e:
+            if not hard:  # yaml_model_load asks for one form of the name softly, then the other (unified or scaled)
+                _soft_errors[compose.unscaled(str(file))] = e
+                return current(file, suffix=suffix, hard=False)
+            raise _soft_errors.pop(compose.unscaled(str(file)), e) from None  # the error for the name as typed
+        return found or current(file, suffix=suffix, hard=hard)
 
     check_yaml.__wrapped__ = current
     setattr(check_yaml, MARK, True)

@@ -308,3 +308,208 @@ KEYS: dict[str, KeySpec] = {
                    "Chen et al., Selective Query Recollection, CVPR 2023 (RT-DETR decoders)",
                    f"{' | '.join(_sqr.MODES)} | false", "sqr: selective"),
 }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a block's ready configs put it, in roles that resolve on any Ultralytics model YAML (yamledit.ROLES).
+
+    edit: ``insert`` (a row after each role layer, with ``args[k]`` or ``[]``), ``replace`` (each role layer becomes
+    the block, as ``yolo-attn replace`` swaps it) or ``fuse`` (one row per head input between the neck and the head).
+    ``suffix`` names the configs: ``yolov8-<suffix>.yaml``, ``yolo26n-<suffix>.yaml``, ``yolo11n-seg-<suffix>.yaml``.
+    title, paper, where (``{layers}``: the base layers used) and why go into the config's header.
+    """
+
+    block: str
+    suffix: str
+    edit: str
+    roles: tuple
+    args: tuple
+    title: str
+    paper: str
+    where: str
+    why: str
+
+
+PLACEMENTS: dict[str, Placement] = {p.suffix: p for p in (
+    Placement("CA", "ca", "insert", ("backbone-p3", "backbone-p4", "backbone-p5"), (),
+              "Coordinate Attention (CA)", 'Hou, Zhou, Feng, "Coordinate Attention for Efficient Mobile Network Design", CVPR 2021',
+              "one CA row after each backbone stage output the neck reads (base layers {layers}: P3/8, P4/16, P5/32), so "
+              "every later layer and the neck's lateral connections see the attended maps.",
+              "CA refines backbone features inside the network, as the paper inserts it into each backbone block."),
+    Placement("SimAM", "simam", "insert", ("backbone-p3", "backbone-p4", "backbone-p5"), (),
+              "SimAM", 'Yang, Zhang, Li, Xie, "SimAM: A Simple, Parameter-Free Attention Module for Convolutional Neural '
+              'Networks", ICML 2021',
+              "one SimAM row after each backbone stage output the neck reads (base layers {layers}: P3/8, P4/16, P5/32).",
+              "SimAM weights backbone neurons, as the paper adds it to each backbone block; it has no parameters."),
+    Placement("CBAM", "cbam", "insert", ("backbone-p3", "backbone-p4", "backbone-p5"), (),
+              "CBAM", 'Woo, Park, Lee, Kweon, "CBAM: Convolutional Block Attention Module", ECCV 2018',
+              "one CBAM row after each backbone stage output the neck reads (base layers {layers}: P3/8, P4/16, P5/32).",
+              "CBAM (channel then spatial attention) refines backbone features, as the paper places it in each backbone "
+              "block."),
+    Placement("ASFF", "asff", "fuse", ("neck-outputs",), (),
+              "ASFF", 'Liu, Huang, Wang, "Learning Spatial Fusion for Single-Shot Object Detection", 2019 (arXiv 1911.09516)',
+              "three ASFF rows between the neck outputs (base layers {layers}) and the head, one per level; args [c2, "
+              "level], level indexing the 'from' list (0 = P3/8).",
+              "the paper fuses the feature pyramid's levels with learned per-pixel weights right before each head."),
+    Placement("SPDConv", "spdconv", "replace", ("strided-convs",), (),
+              "SPD-Conv", 'Sunkara, Luo, "No More Strided Convolutions or Pooling: A New CNN Building Block for '
+              'Low-Resolution Images and Small Objects", ECML-PKDD 2022',
+              "every stride-2 Conv except the stem (base layers {layers}) becomes SPDConv with the same args: "
+              "space-to-depth (x4 channels, /2 size) then a stride-1 conv.",
+              "the paper replaces each strided conv of the backbone and neck (keeping the stem) so no pixel is discarded, "
+              "which helps small objects and low resolution."),
+    Placement("AFF", "aff", "replace", ("neck-concats",), (),
+              "Attentional Feature Fusion (AFF)", 'Dai, Gieseke, Oehmcke, Wu, Barnard, "Attentional Feature Fusion", WACV 2021',
+              "the neck's two-input Concat rows (base layers {layers}) become AFF rows, args [c2] = the lateral input's "
+              "width; an input of another width is projected to c2 by a 1x1 Conv first.",
+              "the paper replaces the plain sum/concatenation where an FPN-style neck merges a top-down (or bottom-up) "
+              "path with a lateral one by attention-weighted fusion."),
+    Placement("iAFF", "iaff", "replace", ("neck-concats",), (),
+              "iterative Attentional Feature Fusion (iAFF)", 'Dai, Gieseke, Oehmcke, Wu, Barnard, "Attentional Feature '
+              'Fusion", WACV 2021',
+              "the neck's two-input Concat rows (base layers {layers}) become iAFF rows, args [c2] = the lateral input's "
+              "width; an input of another width is projected to c2 by a 1x1 Conv first.",
+              "iAFF fuses twice (the first fusion's output drives the second attention), the paper's stronger variant."),
+    Placement("C2f_DCN", "dcn", "replace", ("backbone-p3", "backbone-p4", "backbone-p5"), (),
+              "deformable convolution v2 (C2f_DCN)", 'Zhu, Hu, Lin, Dai, "Deformable ConvNets v2: More Deformable, Better '
+              'Results", CVPR 2019',
+              "the backbone's P3, P4 and P5 stage blocks (base layers {layers}, C2f or C3k2) become C2f_DCN, whose "
+              "bottlenecks' second 3x3 conv is a modulated deformable conv that starts as the plain conv.",
+              "DCNv2 puts deformable convs in the 3x3 convs of the conv3-conv5 stages (strides 8-32) of the backbone."),
+    Placement('SE', 'se', 'insert', ('backbone-p3', 'backbone-p4', 'backbone-p5'), (),
+              'Squeeze-and-Excitation (SE)',
+              'Hu, Shen, Sun, "Squeeze-and-Excitation Networks", CVPR 2018',
+              'one SE row after each backbone stage output the neck reads (base layers {layers}: P3/8, P4/16, P5/32).',
+              "the paper recalibrates the channels of every residual block's output; the stage outputs are the YOLO "
+              'blocks whose features the neck reuses.'),
+    Placement('ECA', 'eca', 'insert', ('backbone-p3', 'backbone-p4', 'backbone-p5'), (),
+              'Efficient Channel Attention (ECA)',
+              'Wang, Wu, Zhu, Li, Zuo, Hu, "ECA-Net: Efficient Channel Attention for Deep Convolutional Neural '
+              'Networks", CVPR 2020',
+              'one ECA row after each backbone stage output the neck reads (base layers {layers}).',
+              'the paper puts ECA where SE goes, in every residual block; here at the stage outputs. The 1D kernel size'
+              ' follows the width at every scale (k = |log2(C)/2 + 1/2|_odd).'),
+    Placement('GAM', 'gam', 'insert', ('backbone-p3', 'backbone-p4'), (),
+              'Global Attention Mechanism (GAM)',
+              'Liu, Shao, Hoffmann, "Global Attention Mechanism: Retain Information to Enhance Channel-Spatial '
+              'Interactions", arXiv 2112.05561, 2021',
+              'one GAM row after the backbone P3/8 and P4/16 stage outputs (base layers {layers}).',
+              'the paper puts GAM where CBAM goes in ResNet stages; its two 7x7 convs over C/4 channels cost about 25 '
+              'C^2 parameters, so P5 (the widest stage, +50% parameters at n scale) is left out.'),
+    Placement('GCBlock', 'gc', 'insert', ('backbone-p3', 'backbone-p4', 'backbone-p5'), (),
+              'Global Context block (GC)',
+              'Cao, Xu, Lin, Wei, Hu, "GCNet: Non-local Networks Meet Squeeze-Excitation Networks and Beyond", ICCVW '
+              '2019 / TPAMI 2020',
+              'one GCBlock row after each backbone stage output the neck reads (base layers {layers}).',
+              'the paper adds GC to every residual block of stages c3-c5 (P3-P5). A new GCBlock is the identity (its '
+              "last conv starts at zero, as in the paper's code)."),
+    Placement('scSE', 'scse', 'insert', ('neck-outputs',), (),
+              'concurrent spatial and channel SE (scSE)',
+              'Roy, Navab, Wachinger, "Concurrent Spatial and Channel Squeeze & Excitation in Fully Convolutional '
+              'Networks", MICCAI 2018 / IEEE TMI 2019',
+              'one scSE row on each neck output Detect reads (base layers {layers}: P3, P4, P5 outputs).',
+              'the paper recalibrates the output of every encoder and decoder block of a fully convolutional network; '
+              "the neck outputs are YOLO's decoder outputs. Aggregation max-out (the TMI paper's best)."),
+    Placement('BAM', 'bam', 'insert', ('backbone-p2', 'backbone-p3', 'backbone-p4'), (),
+              'Bottleneck Attention Module (BAM)',
+              'Park, Woo, Lee, Kweon, "BAM: Bottleneck Attention Module", BMVC 2018',
+              'one BAM row at the end of the P2, P3 and P4 stages, before each stride-2 Conv (base layers {layers}).',
+              'the paper places BAM at every bottleneck of the network, where the feature map is down-sampled.'),
+    Placement('TripletAttention', 'triplet', 'insert', ('backbone-p3', 'backbone-p4', 'backbone-p5'), (),
+              'Triplet Attention',
+              'Misra, Nalamada, Arasanipalai, Hou, "Rotate to Attend: Convolutional Triplet Attention Module", WACV '
+              '2021',
+              'one TripletAttention row after each backbone stage output the neck reads (base layers {layers}).',
+              'the paper adds it to every residual block; at the stage outputs it costs 300 parameters each.'),
+    Placement('StripPooling', 'strip', 'insert', ('backbone-p4', 'backbone-p5'), (),
+              'Strip Pooling (SPM)',
+              'Hou, Zhang, Cheng, Feng, "Strip Pooling: Rethinking Spatial Pooling for Scene Parsing", CVPR 2020',
+              'one StripPooling row after the backbone P4/16 and P5/32 stage outputs (base layers {layers}).',
+              'the paper adds strip pooling modules to the last stages of the backbone, where long-range context along '
+              'rows and columns helps elongated objects.'),
+    Placement('VANAttention', 'van', 'insert', ('backbone-p3', 'backbone-p4', 'backbone-p5'), (),
+              'Visual Attention Network attention unit (LKA)',
+              'Guo, Lu, Liu, Cheng, Hu, "Visual Attention Network", Computational Visual Media 2023 (arXiv 2202.09741)',
+              'one VANAttention row (1x1 -> GELU -> large kernel attention -> 1x1, plus shortcut) after each backbone '
+              'stage output the neck reads (base layers {layers}).',
+              'VAN uses the attention unit in every block of every stage; LKA (a 21x21 receptive field from a 5x5 '
+              "depth-wise, a 7x7 dilation-3 depth-wise and a 1x1 conv) is the unit's core. Use LKA alone for a lighter "
+              'gate.'),
+    Placement('PSA_p', 'psa', 'insert', ('backbone-p3', 'backbone-p4', 'backbone-p5'), (),
+              'Polarized Self-Attention, parallel (PSA_p)',
+              'Liu, Liu, Fan, Huang, "Polarized Self-Attention: Towards High-quality Pixel-wise Regression", arXiv '
+              '2107.00782, 2021',
+              'one PSA_p row after each backbone stage output the neck reads (base layers {layers}).',
+              'the paper adds PSA to the backbone blocks of pixel-wise regression networks; both layouts are offered '
+              '(PSA_s: sequential, a one-word swap).'),
+    Placement('DABlock', 'danet', 'insert', ('backbone-last',), (),
+              'DANet dual attention (DABlock: PAM + CAM)',
+              'Fu, Liu, Tian, Li, Bao, Fang, Lu, "Dual Attention Network for Scene Segmentation", CVPR 2019',
+              'one DABlock row after the last backbone layer (base layer {layers}), at P5/32.',
+              'the paper puts the dual attention head (position attention PAM and channel attention CAM, summed) on the'
+              " backbone output. PAM's memory grows with (H*W)^2, which is small only at P5."),
+    Placement('RGA', 'rga', 'insert', ('backbone-p4', 'backbone-p5'), ('[20]', '[20]'),
+              'Relation-Aware Global Attention (RGA-SC)',
+              'Zhang, Lan, Zeng, Jin, Chen, "Relation-Aware Global Attention for Person Re-identification", CVPR 2020',
+              'one RGA row (spatial then channel relations) after the backbone P4/16 and P5/32 stage outputs (base '
+              'layers {layers}), relations on a 20x20 grid.',
+              'the paper adds RGA after the backbone stages at a fixed input size; at imgsz 640 P5 is exactly 20x20 and'
+              ' P4 is pooled to it, other sizes are pooled to the grid and the attention map is resized back.'),
+    Placement('ResidualAttention', 'resatt', 'insert', ('backbone-p3', 'backbone-p4', 'backbone-p5'), ('[3]', '[2]', '[1]'),
+              'Residual Attention',
+              'Wang, Jiang, Qian, Yang, Li, Zhang, Wang, Tang, "Residual Attention Network for Image Classification", '
+              'CVPR 2017',
+              'one ResidualAttention module after each backbone stage output the neck reads (base layers {layers}), '
+              'with 3, 2 and 1 mask-branch down-sampling levels at P3, P4, P5.',
+              'the paper puts one attention module in each stage, with more soft-mask levels at higher resolution so '
+              'every mask reaches the same coarsest size.'),
+    Placement('FANChannelAttention', 'fan', 'insert', ('backbone-p4', 'backbone-p5'), (),
+              'Fully Attentional Networks channel processing (FAN)',
+              'Zhou, Yu, Xie, Xiao, Anandkumar, Feng, Alvarez, "Understanding The Robustness in Vision Transformers", '
+              'ICML 2022',
+              'one FANChannelAttention row after the backbone P4/16 and P5/32 stage outputs (base layers {layers}).',
+              "FAN replaces each transformer block's MLP by attentional channel processing; on a CNN it refines the "
+              "deep stages' channels (its 4C hidden layer is heavy at P3)."),
+    Placement('STN', 'stn', 'insert', ('backbone-p5',), (),
+              'Spatial Transformer (STN)',
+              'Jaderberg, Simonyan, Zisserman, Kavukcuoglu, "Spatial Transformer Networks", NeurIPS 2015',
+              'one STN row after the backbone P5/32 stage output (base layer {layers}), before the last backbone '
+              'layers.',
+              'the paper inserts spatial transformers between conv layers to undo distortions. In a detector any warp '
+              'moves features off the box grid, so only the coarsest level is warped, and the STN starts as the '
+              'identity transform.'),
+    Placement('ODConv', 'odconv', 'replace', ('down-p3', 'down-p4'), (),
+              'Omni-Dimensional Dynamic Convolution (ODConv 4x)',
+              'Li, Zhou, Yao, "Omni-Dimensional Dynamic Convolution", ICLR 2022',
+              "the backbone's stride-2 Convs into P3 and P4 (base layers {layers}) become ODConv with the same args; 4 "
+              "candidate kernels (the paper's 4x), attention reduction 1/16.",
+              "the paper replaces the 3x3 convs of the backbone. 4x multiplies those convs' weights by 4, so the widest"
+              ' stage (P5) keeps its Conv.'),
+    Placement('RefConv', 'refconv', 'replace', ('strided-convs',), (),
+              'Re-parameterised Refocusing Convolution (RefConv)',
+              'Cai, Ding, et al., "RefConv: Re-parameterized Refocusing Convolution for Powerful ConvNets", arXiv '
+              '2310.10563, 2023',
+              'every 3x3 stride-2 Conv except the stem (base layers {layers}) becomes RefConv with the same args.',
+              'the paper refocuses every regular conv; in deploy form (model.fuse()) RefConv is a plain conv, so it '
+              'costs nothing at inference. Best started from pretrained weights (the basis kernels stay frozen).'),
+    Placement('SCConv', 'scconv', 'replace', ('down-p3', 'down-p4', 'down-p5'), (),
+              'Self-Calibrated Convolution (SCConv)',
+              'Liu, Hou, Cheng, Wang, Feng, "Improving Convolutional Networks with Self-Calibrated Convolutions", CVPR '
+              '2020',
+              "the backbone's stride-2 Convs into P3, P4 and P5 (base layers {layers}) become SCConv with the same "
+              'args.',
+              "the paper replaces the 3x3 convs of the backbone; SCConv has a Conv's parameter count and a larger field"
+              ' of view from its down-sampled calibration branch.'),
+    Placement('ACmix', 'acmix', 'replace', ('down-p5', 'neck-down-p5'), (),
+              'ACmix (convolution + self-attention)',
+              'Pan, Ge, Lu, Song, Chen, Huang, Huang, "On the Integration of Self-Attention and Convolution", CVPR 2022',
+              'the two stride-2 Convs into P5/32, in the backbone and in the neck (base layers {layers}), become ACmix '
+              'with the same args.',
+              'the paper replaces 3x3 convs (and window attention) by ACmix; its 7x7-window attention path is about 6x '
+              "a Conv's cost, so it is used where the maps are smallest."),
+)}  # fmt: skip
+
+
+def placement(suffix: str) -> Placement | None:
+    return PLACEMENTS.get(suffix)

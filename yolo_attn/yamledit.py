@@ -18,8 +18,19 @@ import yaml
 from .registry import BLOCKS, same_width, suggest
 
 POST_STAGE = {"SPPF", "SPP", "SPPELAN", "C2PSA", "C2fPSA", "PSA", "AIFI"}  # after the last stage, not a stage output
-ROLES = ("backbone-p2", "backbone-p3", "backbone-p4", "backbone-p5", "backbone-outputs",
-         "neck-p3", "neck-p4", "neck-p5", "neck-outputs")  # fmt: skip
+ROLES = ("backbone-p2", "backbone-p3", "backbone-p4", "backbone-p5", "backbone-outputs", "backbone-last",
+         "down-p3", "down-p4", "down-p5", "neck-down-p4", "neck-down-p5", "strided-convs",
+         "neck-p3", "neck-p4", "neck-p5", "neck-outputs", "neck-concats")  # fmt: skip
+ROLE_HELP = {
+    "backbone-p2..p5": "the backbone's last layer at that stride (a stage output), not SPPF/C2PSA-like layers",
+    "backbone-outputs": "backbone-p3, -p4, -p5",
+    "backbone-last": "the backbone's last row (SPPF, C2PSA, ...)",
+    "down-p3..p5": "the backbone's stride-2 Conv into that stride",
+    "neck-down-p4, -p5": "the neck's stride-2 Conv into that stride",
+    "strided-convs": "every stride-2 Conv but the first row (the stem)",
+    "neck-p3..p5, neck-outputs": "the rows the head reads, by stride",
+    "neck-concats": "the neck's two-input Concat rows",
+}
 
 
 class YamlEditError(ValueError):
@@ -190,32 +201,84 @@ def probe(doc: ModelYaml) -> list[tuple[int, int]]:
             inp = [outs[j] for j in m.f] if isinstance(m.f, list) else (x if m.f == -1 else outs[m.f])
             x = m(inp)
             outs.append(x)
-    return [(o.shape[1], size // o.shape[-1]) for o in outs]
+    # a layer may return several maps (YOLOv9-E's CBLinear): its width is theirs together, its stride theirs
+    return [(sum(t.shape[1] for t in o), size // o[0].shape[-1]) if isinstance(o, (list, tuple))
+            else (o.shape[1], size // o.shape[-1]) for o in outs]  # fmt: skip
 
 
-def resolve_roles(doc: ModelYaml, roles: list[str]) -> list[int]:
-    """Layer indices for role names (see ROLES), from the model's own strides; works for v8, 11 and 26 alike."""
-    info = probe(doc)
-    detect_in = doc.sources(doc.detect_row())
+class RoleError(YamlEditError):
+    """A role that does not exist in this model (a neck role in a classifier, no Concat rows, ...)."""
+
+
+def resolve_roles(doc: ModelYaml, roles: list[str], info: list | None = None) -> list[int]:
+    """Layer indices for role names (see ROLES), from the model's own strides and rows; works for every Ultralytics
+    family (v8 to 26, RT-DETR, and their task heads). ``info`` is probe(doc), when the caller has it already."""
+    info = info if info is not None else probe(doc)
+    head = doc.detect_row()
+    detect_in = doc.sources(head)
+    neck = doc.rows[doc.n_backbone : head.index]
     out = []
     for role in roles:
         if role not in ROLES:
             close = suggest(role, list(ROLES))
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise YamlEditError(f"unknown role {role!r}{hint}; roles: {', '.join(ROLES)}")
-        part, level = role.split("-")
-        if level == "outputs":
-            out += [_stage_output(doc, info, k) for k in (3, 4, 5)] if part == "backbone" else detect_in
-            continue
-        stride = 2 ** int(level[1:])
-        if part == "backbone":
-            out.append(_stage_output(doc, info, int(level[1:])))
-        else:
+        if role.startswith("neck") and not neck:
+            raise RoleError(f"{role}: the model has no neck (its {head.module} head reads the backbone directly)")
+        if role == "backbone-outputs":
+            out += [_stage_output(doc, info, k) for k in (3, 4, 5)]
+        elif role == "backbone-last":
+            out.append(doc.n_backbone - 1)
+        elif role == "neck-outputs":
+            out += detect_in
+        elif role == "neck-concats":
+            hits = [r.index for r in neck if r.module == "Concat" and isinstance(r.f, list) and len(r.f) == 2]
+            if not hits:
+                raise RoleError(f"{role}: the neck has no two-input Concat rows")
+            out += hits
+        elif role == "strided-convs":
+            hits = [r.index for r in doc.rows[1 : head.index] if _is_strided_conv(r)]
+            if not hits:
+                raise RoleError(f"{role}: the model has no stride-2 Conv rows after the stem")
+            out += hits
+        elif role.startswith(("down-", "neck-down-")):
+            level = int(role.rsplit("-p", 1)[1])
+            rows = doc.rows[: doc.n_backbone] if role.startswith("down-") else neck
+            hits = [r.index for r in rows if _is_strided_conv(r) and info[r.index][1] == 2**level]
+            if not hits:
+                where = "backbone" if role.startswith("down-") else "neck"
+                raise RoleError(f"{role}: the {where} has no stride-2 Conv into P{level}/{2**level}")
+            out.append(hits[0])
+        elif role.startswith("backbone-"):
+            out.append(_stage_output(doc, info, int(role.split("-p")[1])))
+        else:  # neck-p3 .. neck-p5
+            stride = 2 ** int(role.split("-p")[1])
             hits = [i for i in detect_in if info[i][1] == stride]
             if not hits:
-                raise YamlEditError(f"{doc.source}: no Detect input at stride {stride} for role {role}")
+                raise RoleError(f"{role}: no {head.module} input at stride {stride}")
             out.append(hits[0])
     return out
+
+
+def _is_strided_conv(row: Row) -> bool:
+    s = row.args[2] if row.module == "Conv" and len(row.args) > 2 else 1
+    return isinstance(s, int) and s >= 2
+
+
+def describe(doc: ModelYaml, layer: int, info: list) -> str:
+    """How a header names a base layer: 'backbone P3/8' for a stage output, 'SPPF (P5/32)' for the last backbone
+    row after the stages, else 'layer N'."""
+    stride = info[layer][1]
+    level = stride.bit_length() - 1
+    if layer < doc.n_backbone:
+        try:
+            if _stage_output(doc, info, level) == layer:
+                return f"backbone P{level}/{stride}"
+        except YamlEditError:
+            pass
+        if layer == doc.n_backbone - 1 and doc.rows[layer].module.split(".")[-1] in POST_STAGE:
+            return f"{doc.rows[layer].module} (P{level}/{stride})"
+    return f"layer {layer}"
 
 
 def _stage_output(doc: ModelYaml, info, level: int) -> int:
@@ -226,7 +289,7 @@ def _stage_output(doc: ModelYaml, info, level: int) -> int:
         if info[r.index][1] == stride and r.module.split(".")[-1] not in POST_STAGE
     ]
     if not hits:
-        raise YamlEditError(f"{doc.source}: the backbone has no layer at stride {stride} (P{level})")
+        raise RoleError(f"backbone-p{level}: the backbone has no layer at stride {stride} (P{level})")
     return hits[-1]
 
 
@@ -361,6 +424,30 @@ def replace(doc: ModelYaml, layers: list[int], block: str) -> tuple[str, list[st
             new_args = _row_args_text(row)
         lines[row.line] = row.text(module=block, args_text=new_args)
         changes.append(f"layer {i}: {old} {_row_args_text(row)} -> {block} {new_args}")
+    return "".join(lines), changes
+
+
+def fuse_before_head(doc: ModelYaml, block: str, info: list | None = None) -> tuple[str, list[str]]:
+    """Add one ``block`` row per head input, each fusing all of the head's inputs at that input's level
+    (``[[P3, P4, P5], 1, ASFF, [c2, level]]``, c2 = that input's width), and make the head read them."""
+    _block(block)
+    head = doc.detect_row()
+    src = doc.sources(head)
+    if not isinstance(head.f, list) or len(src) != 3:
+        raise RoleError(f"{block} fuses three pyramid levels, and the {head.module} head reads {len(src)} input(s)")
+    info = info if info is not None else probe(doc)
+    lines = list(doc.lines)
+    new = []
+    for k, i in enumerate(src):
+        width, stride = info[i]
+        level = f"P{stride.bit_length() - 1}/{stride}"
+        what = "fuse " + ", ".join(f"P{info[j][1].bit_length() - 1}" for j in src) + f" at {level}" if k == 0 else f"fuse at {level}"
+        new.append(f"{head.head}[{_fmt_from(src)}, 1, {block}, [{width}, {k}]] # {head.index + k} {what}\n")
+    targets = list(range(head.index, head.index + len(src)))
+    lines[head.line] = _renumber_comment(head.text(f=targets), head.index, head.index + len(src))
+    lines[head.line : head.line] = new
+    changes = [f"added {block} rows {targets[0]}-{targets[-1]} fusing layers {src}; the head (now layer "
+               f"{head.index + len(src)}) reads them"]  # fmt: skip
     return "".join(lines), changes
 
 

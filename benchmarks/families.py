@@ -1,0 +1,107 @@
+"""Which composed names build: every Ultralytics model family x every block suffix, built at the family's smallest
+scale with the model class of its task.
+
+    .venv/bin/python benchmarks/families.py [--out benchmarks/results]
+
+For each family stem of yolo_attn.compose.families() and each suffix, the name `<stem with its first scale
+letter>-<suffix>.yaml` is built the way `yolo train model=NAME` builds it. A cell is "ok" (built, the block is in
+the model), "not placeable" (yolo_attn refuses the name in one line, with the reason) or "FAILED" (anything else: a
+defect). Resumable: finished cells are kept in results/families.json and skipped on a rerun of the same
+Ultralytics release. Writes results/families.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def model_class(stem: str):
+    from ultralytics.nn import tasks
+
+    if stem.startswith("rtdetr"):
+        return tasks.RTDETRDetectionModel
+    for key, cls in (("-seg", tasks.SegmentationModel), ("-pose", tasks.PoseModel), ("-obb", tasks.OBBModel),
+                     ("-cls", tasks.ClassificationModel)):  # fmt: skip
+        if key in stem:
+            return cls
+    return tasks.DetectionModel
+
+
+def scaled(stem: str, path: Path) -> str:
+    """yolo11-seg -> yolo11n-seg (the first scale of its `scales`); yolov9c, rtdetr-l: unchanged."""
+    import yaml
+
+    scales = list((yaml.safe_load(path.read_text()) or {}).get("scales") or {})
+    if not scales or re.search(r"\d[nslmxtbce](-|$)", stem) or stem.startswith("rtdetr"):
+        return stem
+    return re.sub(r"^(yolov?\d+)", rf"\g<1>{scales[0]}", stem, count=1)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default=str(HERE / "results"))
+    args = ap.parse_args(argv)
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    import torch
+    import ultralytics
+
+    from yolo_attn import compose, registry
+
+    torch.set_num_threads(2)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    state_file = out / "families.json"
+    state = json.loads(state_file.read_text()) if state_file.is_file() else {}
+    if state.get("ultralytics") != ultralytics.__version__:
+        state = {"ultralytics": ultralytics.__version__, "cells": {}}
+    cells = state["cells"]
+    fams = compose.families()
+    t0 = time.time()
+    for stem, path in fams.items():
+        for suffix, p in registry.PLACEMENTS.items():
+            key = f"{stem}:{suffix}"
+            if key in cells:
+                continue
+            name = f"{scaled(stem, path)}-{suffix}.yaml"
+            try:
+                m = model_class(stem)(name, verbose=False)
+                found = any(type(x).__name__ == p.block for x in m.modules())
+                cells[key] = {"name": name, "result": "ok" if found else "FAILED", "why": "" if found else "block missing"}
+            except compose.ComposeError as e:
+                cells[key] = {"name": name, "result": "not placeable", "why": str(e).split(": ", 2)[-1]}
+            except Exception as e:  # a defect: report it, keep going
+                cells[key] = {"name": name, "result": "FAILED", "why": f"{type(e).__name__}: {e}"[:300]}
+            state_file.write_text(json.dumps(state, indent=1))
+        print(f"{stem}: {sum(cells[f'{stem}:{s}']['result'] == 'ok' for s in registry.PLACEMENTS)} built "
+              f"({time.time() - t0:.0f} s)", flush=True)  # fmt: skip
+    suffixes = list(registry.PLACEMENTS)
+    lines = [
+        f"# Composed names: which build ({time.strftime('%Y-%m-%d')}, Ultralytics {ultralytics.__version__})",
+        "",
+        "Each family at its smallest scale, each block suffix, built with its task's model class. ✓ built with the "
+        "block; – refused in one line (cannot be placed, reason below); ✗ FAILED.",
+        "",
+        "| family | " + " | ".join(suffixes) + " |",
+        "|---|" + ":-:|" * len(suffixes),
+    ]
+    mark = {"ok": "✓", "not placeable": "–", "FAILED": "✗"}
+    for stem in fams:
+        lines.append(f"| {stem} | " + " | ".join(mark[cells[f'{stem}:{s}']['result']] for s in suffixes) + " |")
+    refused = sorted({(s, re.sub(r" in \S+\.yaml: ", ": ", c["why"].split(". Suffixes")[0]))
+                      for k, c in cells.items() for s in [k.split(":")[1]] if c["result"] == "not placeable"})  # fmt: skip
+    failed = [(k, c["why"]) for k, c in cells.items() if c["result"] == "FAILED"]
+    lines += ["", "## Why a cell is refused", ""] + [f"- {s}: {w}" for s, w in refused]
+    lines += ["", f"## Failed ({len(failed)})", ""] + ([f"- {k}: {w}" for k, w in failed] or ["none"])
+    (out / "families.md").write_text("\n".join(lines) + "\n")
+    print(f"{len(failed)} failed; results/families.md written")
+
+
+if __name__ == "__main__":
+    main()
