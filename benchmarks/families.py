@@ -47,6 +47,7 @@ def scaled(stem: str, path: Path) -> str:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument("--report", action="store_true", help="only write families.md from the cells checked so far")
     args = ap.parse_args(argv)
     os.environ.setdefault("YOLO_OFFLINE", "1")
     import torch
@@ -64,7 +65,7 @@ def main(argv=None) -> None:
     cells = state["cells"]
     fams = compose.families()
     t0 = time.time()
-    for stem, path in fams.items():
+    for stem, path in ({} if args.report else fams).items():
         for suffix, p in registry.PLACEMENTS.items():
             key = f"{stem}:{suffix}"
             if key in cells:
@@ -92,8 +93,11 @@ def main(argv=None) -> None:
         "|---|" + ":-:|" * len(suffixes),
     ]
     mark = {"ok": "✓", "not placeable": "–", "FAILED": "✗"}
-    for stem in fams:
+    done = [stem for stem in fams if all(f"{stem}:{s}" in cells for s in suffixes)]
+    for stem in done:
         lines.append(f"| {stem} | " + " | ".join(mark[cells[f'{stem}:{s}']['result']] for s in suffixes) + " |")
+    if len(done) < len(fams):
+        lines += ["", f"Not checked yet (rerun to resume): {', '.join(s for s in fams if s not in done)}."]
     refused = sorted({(s, re.sub(r" in \S+\.yaml: ", ": ", c["why"].split(". Suffixes")[0]))
                       for k, c in cells.items() for s in [k.split(":")[1]] if c["result"] == "not placeable"})  # fmt: skip
     failed = [(k, c["why"]) for k, c in cells.items() if c["result"] == "FAILED"]

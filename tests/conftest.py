@@ -110,7 +110,6 @@ def val_images() -> list[Path]:
 
 @pytest.fixture(scope="session")
 def ready_configs() -> list[str]:
-    import yolo_attn
 
     return ready_config_names()
 

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import copy
 import os
-from pathlib import Path
 
 import pytest
 import torch
 from conftest import perturb_constants, ready_config_names, trained_bn
 from test_every_block import every_block_yaml
 
-import yolo_attn
 
 FULL = os.environ.get("YOLO_ATTN_FULL_COMPILE") == "1"
 CONFIGS = [c.replace("-", "n-", 1) for c in ready_config_names()]

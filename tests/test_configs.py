@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,9 @@ def test_yolo26_configs_on_a_release_without_yolo26_say_which_release_they_need(
     with pytest.raises((UltralyticsTooOld, registry.LayerError)) as e:
         DetectionModel("yolo26n-cbam.yaml", verbose=False)
     assert "needs ultralytics>=8.4.0" in str(e.value) and __version__ in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(UltralyticsTooOld) as e:  # Ultralytics' own YOLO26 names: not shipped before 8.4.0
+        DetectionModel("yolo26n.yaml", verbose=False)
+    assert re.match(r"yolo_attn: yolo26n?\.yaml: YOLO26 needs ultralytics>=8\.4\.0", str(e.value)), str(e.value)
 
 
 @pytest.mark.parametrize("scale", SCALES)

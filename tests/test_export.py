@@ -12,7 +12,6 @@ import torch
 
 from conftest import BIN, checkpoint_model, coco_batch, family_of, perturb_constants, python, ready_config_names, run
 
-import yolo_attn
 from yolo_attn.modules import DCN
 
 CONFIGS = ready_config_names()

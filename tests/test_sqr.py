@@ -8,6 +8,7 @@ transfer, the plain CLI (train, val, safe-load) and ONNX export.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import numpy as np
@@ -150,17 +151,18 @@ def test_the_loss_sees_every_recollected_set():
 def test_loss_is_finite_and_decreases_on_coco():
     model = tiny().train()
     batch = coco_targets()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     losses = []
-    for _ in range(10):
+    for _ in range(16):
         torch.manual_seed(0)  # the same denoising queries every step: the same objective
         loss, items = model.loss(batch)
-        assert torch.isfinite(loss) and all(torch.isfinite(v) for v in items.values())
+        parts = list(items.values()) if isinstance(items, dict) else [items]  # a dict from 8.4 on, a tensor before
+        assert torch.isfinite(loss) and all(torch.isfinite(v).all() for v in parts)
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    assert np.mean(losses[-3:]) < 0.99 * np.mean(losses[:3]), losses
+    assert np.mean(losses[-3:]) < 0.9 * np.mean(losses[:3]), losses  # 0.78-0.80 on 8.3.0 and 8.4
 
 
 def test_eval_is_plain_rtdetr_exactly():
@@ -392,3 +394,21 @@ def test_ddp_worker_builds_the_sqr_decoder(tmp_path, sample_data):
     open(worker, "w").write(src.replace("trainer.train()", probe))
     out = python(f"import runpy; runpy.run_path(r'{worker}', run_name='__main__')", tmp_path).stdout
     assert "BUILT SQRDecoder" in out
+
+
+def test_sqr_suffix_composes_onto_any_rtdetr_name():
+    """`-sqr` as the last suffix of a composed name sets the key on top of the rows before it; on a non-RT-DETR
+    base it is refused in one line."""
+    from ultralytics import RTDETR, YOLO
+
+    from yolo_attn.compose import ComposeError
+
+    m = RTDETR("rtdetr-l-ca-sqr.yaml").model
+    assert isinstance(m.model[-1].decoder, SQRDecoder) and any(type(x).__name__ == "CA" for x in m.modules())
+    assert m.yaml["sqr"] == "selective"
+    with pytest.raises(ComposeError) as e:
+        YOLO("yolo11n-sqr.yaml")
+    msg = str(e.value)  # the name as typed (8.4 looks it up first) or its unified form (8.3 does)
+    assert "\n" not in msg and re.fullmatch(
+        r"yolo_attn: yolo11n?-sqr\.yaml: SQR \(suffix sqr\) trains RT-DETR decoders, and the head of yolo11n?\.yaml is "
+        r"Detect; use it on rtdetr-l, rtdetr-x, rtdetr-resnet50 or rtdetr-resnet101", msg), msg

@@ -4,7 +4,6 @@ into every ready config; identity start reproduces the base model's predictions 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import pytest
 import torch

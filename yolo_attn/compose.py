@@ -137,7 +137,7 @@ def composed_text(name: str, base_name: str, base_text: str, base_source: str, c
     scaled = "scales" in doc.data
     head = [
         f"# yolo_attn composed config: {' + '.join(chain + [p.title])}",
-        f"# Made by yolo_attn {__version__} for the name {stem} from {base_source}, as Ultralytics {ul} ships it;",
+        f"# Made by yolo_attn {__version__} for the name {stem} from {base_source} (Ultralytics {ul});",
         f"# `yolo-attn show {stem}` prints this file: copy it to edit it by hand."
         + (" The scale letter in the name picks the row of `scales`." if scaled else ""),
         "#",
@@ -151,6 +151,36 @@ def composed_text(name: str, base_name: str, base_text: str, base_source: str, c
         "",
     ]
     return "\n".join(head) + "\n" + _body(text)
+
+
+KEY_SUFFIXES = {"sqr": ("sqr", "selective")}  # suffix -> the top-level YAML key and value it sets (registry.KEYS)
+
+
+def key_text(name: str, base_name: str, base_text: str, base_source: str, chain: list[str], suffix: str) -> str:
+    """A composed name whose suffix switches on a training strategy by a top-level key (``-sqr``: ``sqr: selective``,
+    RT-DETR only); the rows stay the base's."""
+    from ultralytics import __version__ as ul
+
+    from . import __version__
+
+    key, value = KEY_SUFFIXES[suffix]
+    spec = registry.KEYS[key]
+    doc = yamledit.ModelYaml(base_text, base_source)
+    head = doc.detect_row()
+    if key == "sqr" and head.module != "RTDETRDecoder":
+        raise ComposeError(name, f"{spec.name} (suffix {suffix}) trains RT-DETR decoders, and the head of {base_name} "
+                                 f"is {head.module}; use it on rtdetr-l, rtdetr-x, rtdetr-resnet50 or rtdetr-resnet101")  # fmt: skip
+    body = re.sub(rf"(?m)^{key}\s*:.*\n", "", base_text)
+    m = re.search(r"(?m)^nc\s*:.*\n", body)
+    at = m.end() if m else body.index("backbone:")
+    body = body[:at] + f"{key}: {value} # set by the -{suffix} suffix (yolo_attn)\n" + body[at:]
+    top = [
+        f"# yolo_attn composed config: {' + '.join(chain + [spec.name])}",
+        f"# Made by yolo_attn {__version__} for the name {Path(name).name} from {base_source} (Ultralytics {ul}): the",
+        f"# rows are the base's, the key `{key}: {value}` is added ({spec.paper}).",
+        "",
+    ]
+    return "\n".join(top) + "\n" + body
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -213,13 +243,16 @@ def compose(name: str, lookup: Lookup) -> str | None:
         return None
     base_text, base_source, chain = base
     p = registry.placement(suffix)
-    if p is None:
+    if p is None and suffix in KEY_SUFFIXES:
+        text = key_text(name, base_name, base_text, base_source, chain, suffix)
+    elif p is None:
         doc = yamledit.ModelYaml(base_text, base_source)
         close = registry.suggest(suffix, list(registry.PLACEMENTS))
         hint = f"did you mean {', '.join(close)}? " if close else ""
         raise ComposeError(name, f"no such file, and {suffix!r} is not a block suffix. {hint}"
                                  f"{supported_line(base_name, doc, probe(doc))}")  # fmt: skip
-    text = composed_text(name, base_name, base_text, base_source, chain, p)
+    else:
+        text = composed_text(name, base_name, base_text, base_source, chain, p)
     out = cache_dir() / hashlib.sha256(text.encode()).hexdigest()[:16] / name
     if not out.is_file() or out.read_text(encoding="utf-8") != text:
         out.parent.mkdir(parents=True, exist_ok=True)

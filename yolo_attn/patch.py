@@ -34,6 +34,7 @@ import __future__
 import ast
 import inspect
 import os
+import re
 import sys
 import threading
 from pathlib import Path
@@ -70,6 +71,10 @@ def _ultralytics_version() -> str:
     from ultralytics import __version__
 
     return __version__
+
+
+def _release(version: str) -> tuple:
+    return tuple(int(x) for x in re.findall(r"\d+", version)[:3])
 
 
 class UltralyticsTooOld(ValueError):
@@ -359,9 +364,12 @@ def _patch_check_yaml(tasks) -> None:
     def check_yaml(file, suffix=(".yaml", ".yml"), hard=True):
         """Ultralytics' check_yaml, also finding yolo_attn's ready configs by bare name, and building composed names
         (``yolo26n-cbam.yaml``: see yolo_attn.compose) when nothing else has that name."""
-        found = find_config(file) or current(file, suffix=suffix, hard=False)
-        if found:
-            return found
+        # the name, then its unified form (yolo26s-eca.yaml -> yolo26-eca.yaml, as yaml_model_load tries next): a file
+        # on disk, a shipped ready config or an Ultralytics YAML of either name wins over composing one
+        for name in dict.fromkeys((str(file), compose.unscaled(str(file)))):
+            found = find_config(name) or current(name, suffix=suffix, hard=False)
+            if found:
+                return found
         try:
             found = compose.compose(str(file), lambda n: find_config(n) or current(n, suffix=suffix, hard=False) or None)
         except compose.ComposeError as e:
@@ -369,7 +377,15 @@ def _patch_check_yaml(tasks) -> None:
                 _soft_errors[compose.unscaled(str(file))] = e
                 return current(file, suffix=suffix, hard=False)
             raise _soft_errors.pop(compose.unscaled(str(file)), e) from None  # the error for the name as typed
-        return found or current(file, suffix=suffix, hard=hard)
+        if found:
+            return found
+        try:
+            return current(file, suffix=suffix, hard=hard)
+        except FileNotFoundError:
+            name = os.path.basename(str(file))
+            if re.match(r"^yolo(e-)?26", name) and _release(_ultralytics_version()) < (8, 4, 0):
+                raise UltralyticsTooOld(f"yolo_attn: {name}: YOLO26 {_needs('8.4.0')}") from None
+            raise
 
     check_yaml.__wrapped__ = current
     setattr(check_yaml, MARK, True)
