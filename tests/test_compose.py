@@ -217,6 +217,10 @@ def test_placements_rebuild_the_hand_written_configs(family, suffix, tmp_path):
         ("yolo11n-cls-asff.yaml", r"ASFF \(suffix asff\) cannot be placed .* no neck"),
         ("rtdetr-l-dcn.yaml", r"C2f_DCN \(suffix dcn\) cannot be placed in rtdetr-l\.yaml: layer \d+ is HGBlock; no "
          r"drop-in HGBlock -> C2f_DCN"),
+        # a family without a unified file (yolov10s.yaml, no yolov10.yaml): the name as typed is the one refused
+        ("yolov10s-dcn.yaml", r"^yolo_attn: yolov10s-dcn\.yaml: C2f_DCN \(suffix dcn\) cannot be placed in "
+         r"yolov10s\.yaml: layer \d+ is C2fCIB"),
+        ("yolov9m-acmix.yaml", r"^yolo_attn: yolov9m-acmix\.yaml: ACmix \(suffix acmix\) cannot be placed .*down-p5"),
     ],
 )  # fmt: skip
 def test_cannot_place_errors_are_one_line(name, pattern):

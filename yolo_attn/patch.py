@@ -379,6 +379,8 @@ def _patch_check_yaml(tasks) -> None:
             raise _soft_errors.pop(compose.unscaled(str(file)), e) from None  # the error for the name as typed
         if found:
             return found
+        if hard and compose.unscaled(str(file)) in _soft_errors:  # yolov10s-dcn.yaml refused; yolov10-dcn.yaml has no base
+            raise _soft_errors.pop(compose.unscaled(str(file))) from None
         try:
             return current(file, suffix=suffix, hard=hard)
         except FileNotFoundError:
