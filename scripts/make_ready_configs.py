@@ -52,6 +52,8 @@ SQR_BASES = {"rtdetr-l": "RT-DETR-l", "rtdetr-x": "RT-DETR-x", "rtdetr-resnet50"
 def build_sqr_text(stem: str) -> str:
     import ultralytics
 
+    from yolo_attn.compose import comment_lines
+
     base = (Path(ultralytics.__file__).parent / "cfg/models/rt-detr" / f"{stem}.yaml").read_text()
     body = base[base.index("\nnc:") + 1 :]
     body = body.replace("\n", "\nsqr: selective # query recollection in training: selective (the paper's), dense, false\n", 1)
@@ -60,21 +62,16 @@ def build_sqr_text(stem: str) -> str:
         f"# Use as {stem}-sqr.yaml. Made by scripts/make_ready_configs.py from Ultralytics' own {stem}.yaml: only the",
         "# `sqr:` key is added, the rows are RT-DETR's.",
         "#",
-        *_wrap("What: in training, every decoder stage also takes the query sets the two stages before it produced "
-               "(1, 2, 3, 5, 8, 13 sets over the 6 stages) and all 32 sets are supervised; validation, prediction and "
-               "export are RT-DETR's exactly, and weights move both ways between this file and " + stem + ".yaml."),
-        *_wrap("Cost: about 5x the decoder's training compute; inference unchanged."),
-        *_wrap('Paper: Chen, Zhang, Hu, Huang, Zhu, Savvides, "Enhanced Training of Query-Based Object Detection via '
-               'Selective Query Recollection", CVPR 2023'),
+        *comment_lines("What: in training, every decoder stage also takes the query sets the two stages before it "
+                       "produced (1, 2, 3, 5, 8, 13 sets over the 6 stages) and all 32 sets are supervised; validation, "
+                       "prediction and export are RT-DETR's exactly, and weights move both ways between this file and "
+                       + stem + ".yaml."),
+        *comment_lines("Cost: about 5x the decoder's training compute; inference unchanged."),
+        *comment_lines('Paper: Chen, Zhang, Hu, Huang, Zhu, Savvides, "Enhanced Training of Query-Based Object '
+                       'Detection via Selective Query Recollection", CVPR 2023'),
         "",
     ]
     return "\n".join(head) + "\n" + body
-
-
-def _wrap(text: str, width: int = 118) -> list[str]:
-    import textwrap
-
-    return ["# " + line for line in textwrap.wrap(text, width - 2)]
 
 
 def main(argv=None) -> int:

@@ -57,6 +57,27 @@ def python(code: str, cwd: Path, args: list = (), **kw) -> subprocess.CompletedP
     return run([BIN / "python", "-c", code, *args], cwd, **kw)
 
 
+def ddp_worker_output(trainer: str, model: str, data, tmp_path: Path, probe: str) -> str:
+    """Ultralytics' own DDP launcher file for ``trainer`` ("module.Class") training ``model``, run in a fresh
+    interpreter with ``trainer.train()`` replaced by ``probe`` (the worker builds the model as before training,
+    without a process group); returns its stdout."""
+    mod, cls = trainer.rsplit(".", 1)
+    script = tmp_path / "make_ddp.py"
+    script.write_text(
+        f"from {mod} import {cls}\n"
+        "from ultralytics.utils.dist import generate_ddp_file\n"
+        f"t = {cls}(overrides=dict(model='{model}', data=r'{data}', imgsz=64, device='cpu', project=r'{tmp_path}',"
+        " name='ddp'))\n"
+        f"assert t.model == '{model}'\n"
+        "print(generate_ddp_file(t))\n"
+    )
+    worker = python(f"exec(open(r'{script}').read())", tmp_path).stdout.strip().splitlines()[-1]
+    src = open(worker).read()
+    assert "trainer.train()" in src
+    open(worker, "w").write(src.replace("trainer.train()", probe))
+    return python(f"import runpy; runpy.run_path(r'{worker}', run_name='__main__')", tmp_path).stdout
+
+
 def trained_bn(m, spread: float = 0.1, seed: int = 1):
     """Every BatchNorm of ``m`` as after training: running mean and bias ~ N(0, spread), running variance and weight
     ~ U(0.5, 1.5), from a seeded generator. Eval-mode checks then see the BNs."""

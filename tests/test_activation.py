@@ -9,7 +9,7 @@ import types
 import pytest
 import torch
 
-from conftest import python
+from conftest import ddp_worker_output, python
 
 import yolo_attn
 from yolo_attn import patch
@@ -49,23 +49,9 @@ def test_switched_off_by_environment(tmp_path):
 
 def test_ddp_worker_script_builds_the_blocks(tmp_path, sample_data):
     """Ultralytics' own DDP launcher file, run in a fresh interpreter: the worker rebuilds the model from the YAML."""
-    script = tmp_path / "make_ddp.py"
-    script.write_text(
-        "import sys\n"
-        "from ultralytics.models.yolo.detect import DetectionTrainer\n"
-        "from ultralytics.utils.dist import generate_ddp_file\n"
-        f"t = DetectionTrainer(overrides=dict(model='yolov8n-asff.yaml', data=r'{sample_data}', imgsz=64, device='cpu',"
-        f" project=r'{tmp_path}', name='ddp'))\n"
-        "assert t.model == 'yolov8n-asff.yaml'\n"
-        "print(generate_ddp_file(t))\n"
-    )
-    worker = python(f"exec(open(r'{script}').read())", tmp_path).stdout.strip().splitlines()[-1]
-    src = open(worker).read()
-    assert "trainer.train()" in src
-    # build the model the way the worker does before training, instead of starting a process group
     probe = "trainer.setup_model(); print('BUILT', sorted({type(m).__name__ for m in trainer.model.modules()} & {'ASFF'}))"
-    open(worker, "w").write(src.replace("trainer.train()", probe))
-    out = python(f"import runpy; runpy.run_path(r'{worker}', run_name='__main__')", tmp_path).stdout
+    out = ddp_worker_output("ultralytics.models.yolo.detect.DetectionTrainer", "yolov8n-asff.yaml", sample_data,
+                            tmp_path, probe)  # fmt: skip
     assert "BUILT ['ASFF']" in out
 
 

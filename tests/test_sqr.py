@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import BIN, SAMPLE, coco_batch, python, run
+from conftest import BIN, SAMPLE, coco_batch, ddp_worker_output, python, run
 
 from yolo_attn.modules.sqr import MODES, SQRDecoder, schedule
 from yolo_attn.registry import YAMLKeyError
@@ -379,20 +379,9 @@ def test_ddp_two_processes_train_one_step_in_sync(tmp_path):
 def test_ddp_worker_builds_the_sqr_decoder(tmp_path, sample_data):
     """Ultralytics' own DDP launcher file for `yolo train model=rtdetr-l-sqr.yaml`, run in a fresh interpreter: the
     worker rebuilds the model from the YAML name with the SQR decoder."""
-    script = tmp_path / "make_ddp.py"
-    script.write_text(
-        "from ultralytics.models.rtdetr.train import RTDETRTrainer\n"
-        "from ultralytics.utils.dist import generate_ddp_file\n"
-        f"t = RTDETRTrainer(overrides=dict(model='rtdetr-l-sqr.yaml', data=r'{sample_data}', imgsz=64, device='cpu',"
-        f" project=r'{tmp_path}', name='ddp'))\n"
-        "print(generate_ddp_file(t))\n"
-    )
-    worker = python(f"exec(open(r'{script}').read())", tmp_path).stdout.strip().splitlines()[-1]
-    src = open(worker).read()
-    assert "trainer.train()" in src
     probe = "trainer.setup_model(); print('BUILT', type(trainer.model.model[-1].decoder).__name__)"
-    open(worker, "w").write(src.replace("trainer.train()", probe))
-    out = python(f"import runpy; runpy.run_path(r'{worker}', run_name='__main__')", tmp_path).stdout
+    out = ddp_worker_output("ultralytics.models.rtdetr.train.RTDETRTrainer", "rtdetr-l-sqr.yaml", sample_data,
+                            tmp_path, probe)  # fmt: skip
     assert "BUILT SQRDecoder" in out
 
 

@@ -70,7 +70,8 @@ def apply(doc: yamledit.ModelYaml, p: Placement, info: list) -> tuple[str, list[
     return text, layers
 
 
-def _wrap(text: str, width: int = 118) -> list[str]:
+def comment_lines(text: str, width: int = 118) -> list[str]:
+    """``text`` as YAML comment lines of at most ``width`` characters (the config headers)."""
     import textwrap
 
     return ["# " + line for line in textwrap.wrap(text, width - 2)]
@@ -110,9 +111,9 @@ def ready_text(p: Placement, base_text: str, base_file: str, family: str, title:
         f"# Use as {short} (the letter picks the row of `scales`).",
         "# Made by scripts/make_ready_configs.py from Ultralytics' own " + Path(base_file).name + ".",
         "#",
-        *_wrap("Where: " + p.where.format(layers=", ".join(map(str, layers)))),
-        *_wrap("Why: " + p.why),
-        *_wrap("Paper: " + p.paper),
+        *comment_lines("Where: " + p.where.format(layers=", ".join(map(str, layers)))),
+        *comment_lines("Why: " + p.why),
+        *comment_lines("Paper: " + p.paper),
         "",
         *_top_keys(base_text, f"'{family}n-{p.suffix}.yaml' ... '{family}x-{p.suffix}.yaml'"),
         "",
@@ -141,11 +142,11 @@ def composed_text(name: str, base_name: str, base_text: str, base_source: str, c
         f"# `yolo-attn show {stem}` prints this file: copy it to edit it by hand."
         + (" The scale letter in the name picks the row of `scales`." if scaled else ""),
         "#",
-        *_wrap(f"Block {p.block} (suffix {p.suffix}), {p.edit} at roles {', '.join(p.roles)}: base layers "
+        *comment_lines(f"Block {p.block} (suffix {p.suffix}), {p.edit} at roles {', '.join(p.roles)}: base layers "
                f"{', '.join(map(str, layers))}."),  # fmt: skip
-        *_wrap("Where: " + p.where.format(layers=", ".join(map(str, layers)))),
-        *_wrap("Why: " + p.why),
-        *_wrap("Paper: " + p.paper),
+        *comment_lines("Where: " + p.where.format(layers=", ".join(map(str, layers)))),
+        *comment_lines("Why: " + p.why),
+        *comment_lines("Paper: " + p.paper),
         "",
         *(_top_keys(base_text, f"'{stem}' and its other scale letters") if scaled else _top_keys(base_text, "")),
         "",
