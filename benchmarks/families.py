@@ -3,8 +3,8 @@ scale with the model class of its task.
 
     .venv/bin/python benchmarks/families.py [--out benchmarks/results]
 
-For each family stem of yolo_attn.compose.families() and each suffix, the name `<stem with its first scale
-letter>-<suffix>.yaml` is built the way `yolo train model=NAME` builds it. A cell is "ok" (built, the block is in
+For each family stem of yolo_attn.names.families() and each suffix, the name `<stem with its first scale
+letter>-<suffix>.yaml` (names.smallest) is built the way `yolo train model=NAME` builds it (names.build). A cell is "ok" (built, the block is in
 the model), "not placeable" (yolo_attn refuses the name in one line, with the reason) or "FAILED" (anything else: a
 defect). Resumable: finished cells are kept in results/families.json and skipped on a rerun of the same
 Ultralytics release. Writes results/families.md.
@@ -22,28 +22,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def model_class(stem: str):
-    from ultralytics.nn import tasks
-
-    if stem.startswith("rtdetr"):
-        return tasks.RTDETRDetectionModel
-    for key, cls in (("-seg", tasks.SegmentationModel), ("-pose", tasks.PoseModel), ("-obb", tasks.OBBModel),
-                     ("-cls", tasks.ClassificationModel)):  # fmt: skip
-        if key in stem:
-            return cls
-    return tasks.DetectionModel
-
-
-def scaled(stem: str, path: Path) -> str:
-    """yolo11-seg -> yolo11n-seg (the first scale of its `scales`); yolov9c, rtdetr-l: unchanged."""
-    import yaml
-
-    scales = list((yaml.safe_load(path.read_text()) or {}).get("scales") or {})
-    if not scales or re.search(r"\d[nslmxtbce](-|$)", stem) or stem.startswith("rtdetr"):
-        return stem
-    return re.sub(r"^(yolov?\d+)", rf"\g<1>{scales[0]}", stem, count=1)
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=str(HERE / "results"))
@@ -53,7 +31,7 @@ def main(argv=None) -> None:
     import torch
     import ultralytics
 
-    from yolo_attn import compose, registry
+    from yolo_attn import compose, names, registry
 
     torch.set_num_threads(2)
     out = Path(args.out)
@@ -63,16 +41,16 @@ def main(argv=None) -> None:
     if state.get("ultralytics") != ultralytics.__version__:
         state = {"ultralytics": ultralytics.__version__, "cells": {}}
     cells = state["cells"]
-    fams = compose.families()
+    fams = names.families()
     t0 = time.time()
-    for stem, path in ({} if args.report else fams).items():
+    for stem in ({} if args.report else fams):
         for suffix, p in registry.PLACEMENTS.items():
             key = f"{stem}:{suffix}"
             if key in cells:
                 continue
-            name = f"{scaled(stem, path)}-{suffix}.yaml"
+            name = names.smallest(stem).replace(".yaml", f"-{suffix}.yaml")
             try:
-                m = model_class(stem)(name, verbose=False)
+                m = names.build(name)
                 found = any(type(x).__name__ == p.block for x in m.modules())
                 cells[key] = {"name": name, "result": "ok" if found else "FAILED", "why": "" if found else "block missing"}
             except compose.ComposeError as e:

@@ -5,21 +5,20 @@
 #   bash scripts/compat.sh                 # the oldest supported release and one mid-8.3 release
 #   bash scripts/compat.sh 8.3.253         # any releases you name
 #
-# What runs: activation and the start-up hook, every ready config built at n and s, the errors, structural transfer,
-# ONNX export of four configs in onnxruntime, and one plain `yolo train` of one epoch followed by `yolo val` and a
-# checkpoint reload in a fresh process with and without ULTRALYTICS_SAFE_LOAD=1, and SQR on RT-DETR (all but its ONNX
-# export). YOLO26 configs are checked to refuse in one line before 8.4.0.
+# What runs: activation and the start-up hook, every ready config built at n (the representative ones at s too), the
+# errors, structural transfer, ONNX export of four configs in onnxruntime, and one plain `yolo train` of one epoch
+# followed by `yolo val` and a checkpoint reload in a fresh process with and without ULTRALYTICS_SAFE_LOAD=1, and SQR on
+# RT-DETR (all but its ONNX export). YOLO26 configs are checked to refuse in one line before 8.4.0.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 versions=("$@")
 [ ${#versions[@]} -gt 0 ] || versions=(8.3.0 8.3.100)
 
-tests=(
+tests=(  # with --full: their slow tests too
     tests/test_activation.py
     tests/test_errors.py
     tests/test_transfer.py
-    tests/test_configs.py::test_ready_config_builds_at_every_scale
     "tests/test_export.py::test_onnx_export_runs_in_onnxruntime[yolov8-ca.yaml]"
     "tests/test_export.py::test_onnx_export_runs_in_onnxruntime[yolov8-dcn.yaml]"
     "tests/test_export.py::test_onnx_export_runs_in_onnxruntime[yolo11-cbam.yaml]"
@@ -49,7 +48,8 @@ for v in "${versions[@]}"; do
 src = (pathlib.Path(u.find_spec("ultralytics").origin).parent / "engine" / "exporter.py").read_text()
 print(" ".join(sorted(set(re.findall(r"\"(onnxslim[=<>]*[0-9.]*)\"", src)))))')
     [ -z "$slim" ] || "$venv/bin/python" -m pip install -q --disable-pip-version-check $slim
-    if ! YOLO_OFFLINE=1 YOLO_ATTN_TEST_SCALES=ns "$venv/bin/pytest" -ra -q -p no:cacheprovider "${deselect[@]}" "${tests[@]}"; then
+    if ! YOLO_OFFLINE=1 "$venv/bin/pytest" -ra -q -p no:cacheprovider --full "${deselect[@]}" "${tests[@]}" ||
+       ! YOLO_OFFLINE=1 "$venv/bin/pytest" -ra -q -p no:cacheprovider tests/test_configs.py::test_ready_config_builds_at_every_scale; then
         echo "[compat] Ultralytics $v: FAILED"
         status=1
     fi

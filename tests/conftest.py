@@ -13,18 +13,54 @@ os.environ.pop("YOLO_ATTN_DISABLE", None)
 
 import pytest  # noqa: E402
 
+
+# ----------------------------------------------------------------------------------------------------------------
+# Modes: the default run (about 10 minutes on 2 cores) and --full (CI: every sweep and every end-to-end run)
+# ----------------------------------------------------------------------------------------------------------------
+def pytest_addoption(parser):
+    parser.addoption("--full", action="store_true", help="also run the tests marked slow (end-to-end trainings, "
+                     "subprocess runs) and full (every block x family x task x scale sweep); CI runs this")  # fmt: skip
+    parser.addoption("--compile", action="store_true", help="also run the tests marked compile: inductor on every "
+                     "block, aot_eager on every ready config (about 40 more minutes on 2 cores; not in CI)")  # fmt: skip
+
+
+def pytest_collection_modifyitems(config, items):
+    off = set() if config.getoption("--full") else {"slow", "full"}
+    if not config.getoption("--compile"):
+        off.add("compile")
+    keep, drop = [], []
+    for item in items:
+        (drop if any(item.get_closest_marker(m) for m in off) else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+def pytest_report_header(config):
+    mode = "--full: slow and full tests included" if config.getoption("--full") else (
+        "default run: slow and full tests deselected (bash scripts/test.sh --full runs them)")  # fmt: skip
+    return f"yolo_attn: {mode}; compile sweeps {'included' if config.getoption('--compile') else 'deselected (--compile)'}"
+
+
+FULL = pytest.mark.full
+
+
+def full(*values):
+    """A parameter that only the --full run takes (a case of an exhaustive sweep beyond the representative ones)."""
+    return pytest.param(*values, marks=FULL)
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "coco16"
 SHARED_COCO = REPO.parent / "shared" / "datasets" / "coco128"
 BIN = Path(sys.executable).parent
 
-def _release() -> tuple:
-    from importlib.metadata import version
+def _has_yolo26() -> bool:
+    from yolo_attn.releases import YOLO26, at_least
 
-    return tuple(int(x) for x in version("ultralytics").split(".")[:3])
+    return at_least(YOLO26)
 
 
-HAS_YOLO26 = _release() >= (8, 4, 0)  # YOLO26 (its modules and YAML keys) arrived in Ultralytics 8.4.0
+HAS_YOLO26 = _has_yolo26()  # YOLO26 (its modules and YAML keys) arrived in Ultralytics 8.4.0
 FAMILIES = ("yolov8n", "yolo11n", "yolo26n") if HAS_YOLO26 else ("yolov8n", "yolo11n")  # ready-config families at n
 
 
@@ -50,6 +86,32 @@ def run(cmd: list, cwd: Path, timeout: float = 600, check: bool = True, **extra_
     )
     if check and p.returncode != 0:
         raise AssertionError(f"{cmd} exited {p.returncode}\n--- stdout ---\n{p.stdout[-6000:]}\n--- stderr ---\n{p.stderr[-6000:]}")
+    return p
+
+
+def yolo_attn(*args, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """`yolo-attn ARGS` run in this process through ``cli.main`` from the directory ``cwd``, its stdout and stderr
+    captured as a subprocess's would be (the console script is ``cli.main``; one subprocess test covers the script)."""
+    import contextlib
+    import io
+
+    from yolo_attn import cli
+
+    argv = [str(a) for a in args]
+    out, err, here = io.StringIO(), io.StringIO(), os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                rc = cli.main(argv)
+            except SystemExit as e:  # argparse's usage errors
+                rc = e.code if isinstance(e.code, int) else 2
+    finally:
+        os.chdir(here)
+    p = subprocess.CompletedProcess(["yolo-attn", *argv], rc, out.getvalue(), err.getvalue())
+    if check and rc != 0:
+        raise AssertionError(f"yolo-attn {' '.join(argv)} exited {rc}\n--- stdout ---\n{p.stdout[-6000:]}\n"
+                             f"--- stderr ---\n{p.stderr[-6000:]}")  # fmt: skip
     return p
 
 
@@ -135,17 +197,67 @@ def ready_configs() -> list[str]:
     return ready_config_names()
 
 
+def save_checkpoint(model, path: Path, task: str = "detect") -> Path:
+    """An Ultralytics checkpoint of a built model, as its trainer writes one: the model pickled in half precision,
+    with its train arguments. `yolo val`, `pretrained=` and YOLO(path) load it like a trained best.pt."""
+    import copy
+
+    import torch
+    from ultralytics import __version__
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.names = getattr(model, "names", None) or {i: str(i) for i in range(model.yaml.get("nc", 80))}
+    torch.save({"model": copy.deepcopy(model).half(), "train_args": {"task": task, "model": model.yaml.get("yaml_file")},
+                "version": __version__, "epoch": -1}, path)  # fmt: skip
+    return path
+
+
 @pytest.fixture(scope="session")
-def base_checkpoints(tmp_path_factory, sample_data) -> dict:
-    """Plain yolov8n, yolo11n and yolo26n trained one epoch on the repository's COCO sample with the `yolo` command."""
+def base_checkpoints(tmp_path_factory) -> dict:
+    """Plain yolov8n, yolo11n and yolo26n as after training: built from their YAMLs, every weight moved off its
+    initialisation by seeded noise and the BatchNorms given running statistics, saved as Ultralytics checkpoints.
+    (Tensor comparisons need trained-looking weights, not a training; test_cli trains for real.)"""
+    import torch
+    from ultralytics.nn.tasks import DetectionModel
+
     out = tmp_path_factory.mktemp("base")
-    for fam in FAMILIES:
-        run(
-            [BIN / "yolo", "train", f"model={fam}.yaml", f"data={sample_data}", "epochs=1", "imgsz=160", "batch=8",
-             "device=cpu", "workers=0", "plots=False", f"project={out}", f"name={fam}", "exist_ok=True"],
-            out,
-        )  # fmt: skip
-    return {fam: out / fam / "weights" / "best.pt" for fam in FAMILIES}
+    found = {}
+    for k, fam in enumerate(FAMILIES):
+        torch.manual_seed(k)
+        model = trained_bn(DetectionModel(f"{fam}.yaml", verbose=False), seed=k)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.02)
+        found[fam] = save_checkpoint(model.eval(), out / fam / "weights" / "best.pt")
+    return found
+
+
+_BUILT: dict = {}
+
+
+def built(name: str):
+    """A fresh copy of the DetectionModel a config name builds, in eval mode. Each name is built once per session
+    (test_configs, test_transfer and test_export read the same ready configs); callers may change their copy."""
+    import copy
+
+    from ultralytics.nn.tasks import DetectionModel
+
+    if name not in _BUILT:
+        _BUILT[name] = DetectionModel(name, verbose=False).eval()
+    return copy.deepcopy(_BUILT[name])
+
+
+# One ready config per kind of block and export path, every family: the default run's sample of per-config sweeps
+# (ONNX export, scales beyond n); --full takes every config
+REPRESENTATIVE = ["yolov8-ca.yaml", "yolov8-dcn.yaml", "yolo11-cbam.yaml", "yolo11-asff.yaml", "yolov8-refconv.yaml",
+                  "yolo11-danet.yaml", "yolov8-stn.yaml", "yolo11-acmix.yaml", "yolov8-cfnet.yaml", "yolo11-iaff.yaml",
+                  "yolo26-simam.yaml", "yolo26-odconv.yaml", "yolo26-spdconv.yaml"]  # fmt: skip
+
+
+def sweep(configs: list[str]) -> list:
+    """Ready configs as test parameters: the REPRESENTATIVE ones for every run, the others for --full only."""
+    return [c if c in REPRESENTATIVE else full(c) for c in configs]
 
 
 def family_of(config: str) -> str:
@@ -155,7 +267,7 @@ def family_of(config: str) -> str:
 
 def checkpoint_model(path):
     """The model of an Ultralytics checkpoint, fp32, eval mode."""
-    from yolo_attn.patch import load_checkpoint  # load_checkpoint or, before it existed, attempt_load_one_weight
+    from yolo_attn.checkpoints import load_checkpoint  # load_checkpoint or, before it existed, attempt_load_one_weight
 
     model, _ = load_checkpoint(str(path))
     return model.float().eval()

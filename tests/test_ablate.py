@@ -12,8 +12,9 @@ import time
 
 import cv2
 import pytest
+import torch
 
-from conftest import BIN, env, python, run
+from conftest import BIN, env, python, run, tensors_of, yolo_attn
 
 # Student t quantiles t_{0.975, df} from a printed table (not from scipy, which the code under test uses)
 T975 = {1: 12.7062, 2: 4.3027, 3: 3.1824, 16: 2.1199, 17: 2.1098}
@@ -79,15 +80,99 @@ def test_seeds_to_resolve_half_a_point():
 
 
 def test_capacity_control_and_default_base_names():
-    from yolo_attn.ablate import AblateError, default_base, next_scale
+    from yolo_attn.ablate import AblateError, default_base, default_control
 
-    assert next_scale("yolov8n.yaml") == "yolov8s.yaml" and next_scale("yolo11s.yaml") == "yolo11m.yaml"
-    assert next_scale("yolo11n-seg.yaml") == "yolo11s-seg.yaml"
     assert default_base(["yolov8n-ca.yaml", "yolov8n-cbam.yaml"]) == "yolov8n.yaml"
-    with pytest.raises(AblateError, match="largest scale"):
-        next_scale("yolov8x.yaml")
-    with pytest.raises(AblateError, match="different families or scales"):
+    assert default_control("yolov8n.yaml") == ("yolov8s.yaml", "") and default_control("yolo11s.yaml")[0] == "yolo11m.yaml"
+    assert default_control("yolo11n-seg.yaml")[0] == "yolo11s-seg.yaml"
+    ctrl, note = default_control("yolov8x.yaml")
+    assert ctrl is None and note == ("control: none (yolov8x.yaml is the largest size its family has; give --control "
+                                     "CONFIG for one)")  # fmt: skip
+    with pytest.raises(AblateError, match=r"build on different base models \(yolov8n-ca.yaml -> yolov8n.yaml, "
+                       r"yolov8s-ca.yaml -> yolov8s.yaml\)"):  # fmt: skip
         default_base(["yolov8n-ca.yaml", "yolov8s-ca.yaml"])
+    with pytest.raises(AblateError, match=r"build on different base models .*yolo11n-seg-ca.yaml -> yolo11n-seg.yaml"):
+        default_base(["yolo11n-ca.yaml", "yolo11n-seg-ca.yaml"])  # a detector and a segmenter: never paired
+
+
+# The base and control `ablate --dry-run` picks, per task and variant: the plain model of the same family, scale, task
+# and variant, and its family's next size (none, with a note, at the largest)
+DRY = [
+    ("yolov8n-ca.yaml", "yolov8n.yaml", "yolov8s.yaml"),
+    ("yolo11n-seg-cbam.yaml", "yolo11n-seg.yaml", "yolo11s-seg.yaml"),
+    ("yolo11n-pose-se.yaml", "yolo11n-pose.yaml", "yolo11s-pose.yaml"),
+    ("yolo11s-obb-eca.yaml", "yolo11s-obb.yaml", "yolo11m-obb.yaml"),
+    ("yolo11n-cls-ca.yaml", "yolo11n-cls.yaml", "yolo11s-cls.yaml"),
+    ("yolov8n-p2-eca.yaml", "yolov8n-p2.yaml", "yolov8s-p2.yaml"),
+    ("yolov8m-p6-simam.yaml", "yolov8m-p6.yaml", "yolov8l-p6.yaml"),
+    ("rtdetr-l-ca.yaml", "rtdetr-l.yaml", "rtdetr-x.yaml"),
+    ("rtdetr-x-ca.yaml", "rtdetr-x.yaml", "none"),
+    ("yolov8x-cbam.yaml", "yolov8x.yaml", "none"),
+    ("yolo11n-cbam-aff.yaml", "yolo11n.yaml", "yolo11s.yaml"),
+]
+
+
+@pytest.mark.parametrize("config, base, control", DRY, ids=[d[0] for d in DRY])
+def test_dry_run_names_the_base_and_control_of_the_task(config, base, control, sample_data, tmp_path, capsys):
+    from yolo_attn import cli
+
+    assert cli.main(["ablate", config, "--data", str(sample_data), "--seeds", "2", "--out", str(tmp_path / "abl"),
+                     "--dry-run"]) == 0  # fmt: skip
+    out = capsys.readouterr().out.splitlines()
+    assert out[:2] == [f"base: {base}", f"control: {control}"], out[:3]
+    if control == "none":
+        assert out[2] == f"control: none ({base} is the largest size its family has; give --control CONFIG for one)"
+    runs = [line for line in out if line.startswith("run ")]
+    assert len(runs) == (3 if control != "none" else 2) * 2
+    assert all("yolo train model=" in r and "deterministic=True" in r and f"data={tmp_path / 'abl'}" in r for r in runs)
+    assert not (tmp_path / "abl").exists()  # nothing written, nothing trained
+
+
+def test_dry_run_says_which_runs_a_rerun_skips(sample_data, tmp_path, capsys):
+    from yolo_attn import ablate, cli
+    from yolo_attn.ablate.records import save_record
+
+    args = ["ablate", "yolov8n-ca.yaml", "--data", str(sample_data), "--seeds", "2", "--control", "none", "--out",
+            str(tmp_path / "abl"), "--epochs", "3", "--dry-run", "workers=0"]  # fmt: skip
+    entries = ablate.plan(["yolov8n-ca.yaml"], control="none")
+    prepared = ablate.prepare(entries, ablate.Options(data=str(sample_data), seeds=2, epochs=3, out=str(tmp_path / "abl"),
+                                                      extra=["workers=0"]))  # fmt: skip
+    save_record(tmp_path / "abl", "yolov8n-ca", 1, {"status": "ok", "recipe": prepared.fingerprint, "value": 0.1,
+                                                    "value2": 0.2, "seed": 1})  # fmt: skip
+    save_record(tmp_path / "abl", "yolov8n", 0, {"status": "failed", "recipe": prepared.fingerprint, "seed": 0})
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "skip yolov8n-ca seed 1: finished" in out and not any(line.startswith("skip yolov8n seed") for line in out)
+    assert sum(line.startswith("run ") for line in out) == 3  # the failed run is run again
+    assert any("3 to run, 1 finished" in line for line in out)
+    assert any(line.startswith("run yolov8n-ca seed 0 (block): yolo train model=") and "epochs=3" in line and
+               "workers=0" in line for line in out)  # fmt: skip
+
+
+def test_identity_start_of_a_composed_config_zeroes_its_gates(tmp_path):
+    """`--identity-start` on a composed seg config: the YAML a run trains sets the key, every inserted block's gate is
+    0, and with the base's weights the model computes exactly the base."""
+    from ultralytics.nn.tasks import SegmentationModel
+
+    from yolo_attn import ablate
+
+    base, _, cfg = ablate.plan(["yolo11n-seg-cbam.yaml"], identity_start=True)
+    assert (base.config, cfg.config) == ("yolo11n-seg.yaml", "yolo11n-seg-cbam.yaml") and "identity_start: true" in cfg.yaml_text
+    path = tmp_path / "yolo11n-seg-cbam.yaml"
+    path.write_text(cfg.yaml_text)
+    torch.manual_seed(0)
+    plain = SegmentationModel("yolo11n-seg.yaml", verbose=False)
+    model = SegmentationModel(str(path), verbose=False)
+    gates = [m.gate for m in model.modules() if type(m).__name__ == "CBAM"]
+    assert len(gates) == 3 and all(g is not None and float(g.detach()) == 0 for g in gates)
+    with torch.no_grad():
+        for p in plain.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    model.load(plain)
+    x = torch.rand(1, 3, 64, 64)
+    plain.eval(), model.eval()
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(tensors_of(plain(x)), tensors_of(model(x))))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -99,18 +184,18 @@ def test_bad_requests_are_one_line(sample_data, base_checkpoints, tmp_path):
         (["yolov8n-ca.yaml", "--data", sample_data, "--pretrained", pt],
          "the control yolov8s.yaml needs its own base weights trained with the same recipe"),
         (["my-model.yaml", "--data", sample_data], "cannot tell the base from the configs (my-model.yaml)"),
+        (["yolo11n-ca.yaml", "yolo11n-seg-ca.yaml", "--data", sample_data], "the configs build on different base models"),
         (["yolov8n-ca.yaml", "--data", sample_data, "epochs=3"], "train argument 'epochs=3': ablate sets epochs itself; use --epochs"),
         (["yolov8n-ca.yaml", "--data", "nowhere.yaml"], "--data: no data YAML at nowhere.yaml"),
         (["yolov8n-ca.yaml", "--data", sample_data, "--pretrained", "missing.pt"], "--pretrained: no checkpoint at missing.pt"),
-        (["yolov8x-ca.yaml", "--data", sample_data], "--control auto: 'yolov8x.yaml' is the largest scale"),
         (["yolov8n-ca.yaml", "--data", sample_data, "--seeds", "0"], "--seeds, --epochs and --workers must be at least 1"),
     ]  # fmt: skip
     for args, msg in cases:
-        p = cli("ablate", *args, "--out", "abl", cwd=tmp_path, check=False)
+        p = yolo_attn("ablate", *args, "--out", "abl", cwd=tmp_path, check=False)
         assert p.returncode == 2, (args, p.stderr)
         assert p.stderr.count("\n") == 1 and p.stderr.startswith("yolo-attn: error: ") and msg in p.stderr, p.stderr
     assert not (tmp_path / "abl" / "runs").exists()
-    p = cli("bench-map", "--configs", "yolov8n.yaml", cwd=tmp_path, check=False)  # the retired command says where to go
+    p = yolo_attn("bench-map", "--configs", "yolov8n.yaml", cwd=tmp_path, check=False)  # the retired command
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "bench-map was retired: `yolo-attn ablate" in p.stderr
 
 
@@ -147,15 +232,17 @@ def test_cli_end_to_end_records_summary_failure_and_resume(sample_data, tmp_path
         assert 0 <= s["map50_95"] <= s["map50"] <= 1 and s["train_seconds"] > 0 and s["inference_ms"] > 0
         assert s["params"] == b["params"] == 3157200 and s["gflops"] > 0  # SimAM adds no parameters
         assert s["blocks"] == ["SimAM"] and b["blocks"] == [] and s["versions"]["ultralytics"]
+        assert s["task"] == "detect" and s["metric"] == "mAP50-95(B)" and s["value"] == s["map50_95"]
         assert (out / "logs" / f"yolov8n-simam-seed{k}.log").read_text().startswith("yolo train model=")
     rows = {r["config"]: r for r in csv.DictReader(open(out / "ablation.csv"))}
     assert list(rows) == ["yolov8n.yaml", "yolov8n-simam.yaml", "bad.yaml"]
-    for col in ("config", "role", "runs", "map50_95_mean", "map50_95_std", "map50_mean", "map50_std", "delta_map50_95",
-                "ci_low", "ci_high", "verdict", "params", "gflops"):  # fmt: skip
+    for col in ("config", "role", "runs", "metric", "mean", "std", "mean2", "std2", "delta", "ci_low", "ci_high",
+                "verdict", "params", "gflops"):  # fmt: skip
         assert col in rows["yolov8n.yaml"]
     sim = rows["yolov8n-simam.yaml"]
+    assert sim["metric"] == "mAP50-95(B)"
     d = [100 * (recs[f"yolov8n-simam/seed{k}.json"]["map50_95"] - recs[f"yolov8n/seed{k}.json"]["map50_95"]) for k in (0, 1)]
-    assert float(sim["delta_map50_95"]) == pytest.approx(sum(d) / 2, abs=1e-3) and sim["runs"] == "2"
+    assert float(sim["delta"]) == pytest.approx(sum(d) / 2, abs=1e-3) and sim["runs"] == "2"
     assert sim["verdict"] in ("better", "worse", "within noise") and rows["bad.yaml"]["runs"] == "0"
     assert rows["bad.yaml"]["failed"] == "2" and rows["yolov8n.yaml"]["role"] == "base"
     md = (out / "ablation.md").read_text()

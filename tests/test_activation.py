@@ -12,7 +12,8 @@ import torch
 from conftest import ddp_worker_output, python
 
 import yolo_attn
-from yolo_attn import patch
+from yolo_attn import names, patch
+from yolo_attn.releases import UltralyticsHookError
 
 
 def test_a_process_that_imports_only_ultralytics_gets_the_blocks(tmp_path):
@@ -127,7 +128,7 @@ def test_missing_hook_point_names_the_version(tmp_path):
     fake = types.ModuleType("fake_tasks")
     fake.__file__ = str(src)
     exec(compile(src.read_text(), str(src), "exec"), fake.__dict__)
-    with pytest.raises(patch.UltralyticsHookError) as e:
+    with pytest.raises(UltralyticsHookError) as e:
         patch._patch_parse_model(fake)
     from ultralytics import __version__
 
@@ -143,8 +144,8 @@ def test_local_yaml_takes_precedence_over_ready_configs(tmp_path):
     (tmp_path / "yolov8-ca.yaml").write_text(yaml.safe_dump(d))
     p = python("from ultralytics import YOLO; print(YOLO('yolov8n-ca.yaml').model.yaml['nc'])", tmp_path)
     assert p.stdout.strip().splitlines()[-1] == "3"
-    assert patch.find_config("yolov8-ca.yaml") == str(yolo_attn.MODEL_YAMLS / "yolov8-ca.yaml")
-    assert patch.find_config("sub/yolov8-ca.yaml") is None and patch.find_config("nope.yaml") is None
+    assert names.ready_config("yolov8-ca.yaml") == yolo_attn.MODEL_YAMLS / "yolov8-ca.yaml"
+    assert names.ready_config("sub/yolov8-ca.yaml") is None and names.ready_config("nope.yaml") is None
 
 
 def test_dispatch_finds_both_shapes_of_the_module_chain():
@@ -152,7 +153,7 @@ def test_dispatch_finds_both_shapes_of_the_module_chain():
     branch); later releases test `m in base_modules`. The dispatch goes in front of the loop's own chain, once."""
     import ast
 
-    from yolo_attn.patch import _dispatch_first
+    from yolo_attn.parser_ast import _dispatch_first
 
     for chain in ("{Conv, C2f}", "base_modules"):
         src = (f"for i, (f, n, m, args) in rows:\n    m = globals()[m]\n    if m in {chain}:\n"

@@ -5,7 +5,6 @@ ULTRALYTICS_SAFE_LOAD=1) with identical predictions on real COCO images."""
 from __future__ import annotations
 
 import csv
-import os
 import pickletools
 import zipfile
 
@@ -70,9 +69,10 @@ def workdir(tmp_path_factory):
     return tmp_path_factory.mktemp("cli")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("config", [c if c == "yolov8n-ca.yaml" else pytest.param(c, marks=pytest.mark.slow)
+                                    for c in CONFIGS])  # fmt: skip
 def test_yolo_cli_train_val_and_reload(config, workdir, sample_data, val_images):
+    """The `yolo` command's smoke test (one config by default, every block kind with --full)."""
     name = config.removesuffix(".yaml")
     project = workdir / "runs"
     run(
@@ -115,7 +115,6 @@ def test_yolo_cli_train_val_and_reload(config, workdir, sample_data, val_images)
     assert a["raw"].shape[0] == 4
 
 
-@pytest.mark.slow
 def test_python_api_train_from_a_user_script(tmp_path, sample_data):
     """The documented Python route, with `import yolo_attn` nowhere in the script."""
     code = (
@@ -138,9 +137,7 @@ def test_sample_dataset_is_small_and_licensed():
     assert "CC BY 4.0" in note and "Flickr" in note
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("YOLO_ATTN_FULL_COMPILE") != "1", reason="4 minutes of inductor compilation per "
-                    "config on CPU: set YOLO_ATTN_FULL_COMPILE=1 to run it")  # fmt: skip
+@pytest.mark.compile  # 4 minutes of inductor compilation per config on CPU
 @pytest.mark.parametrize("config", ["yolov8n-se.yaml", "yolo11n-cbam.yaml"])
 def test_yolo_train_with_compile(config, workdir, sample_data):
     """Ultralytics' own compile=True (torch.compile, inductor) trains and validates a ready config, no graph breaks."""

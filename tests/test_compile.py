@@ -4,7 +4,7 @@ puts them. Block-level checks (every case, train and eval, zero breaks, compiled
 The training forward traces as one graph; in the fused inference model (what val and predict compile) each of our
 layers, with the arguments and inputs it gets in that model, compiles as one graph (fullgraph) and matches eager.
 Default: the training half on the model with every registered block (test_every_block.py's YAML), about 15 s.
-YOLO_ATTN_FULL_COMPILE=1: both halves on that model and on every ready config (about 10 min in all). In eval the
+--compile: both halves on that model and on every ready config (about 10 min in all). In eval the
 layers are compiled one by one because Ultralytics' own inference head breaks the graph (a data-dependent anchor
 computation in Detect), which is not ours to fix.
 """
@@ -12,7 +12,6 @@ computation in Detect), which is not ours to fix.
 from __future__ import annotations
 
 import copy
-import os
 
 import pytest
 import torch
@@ -20,7 +19,6 @@ from conftest import perturb_constants, ready_config_names, trained_bn
 from test_every_block import every_block_yaml
 
 
-FULL = os.environ.get("YOLO_ATTN_FULL_COMPILE") == "1"
 CONFIGS = [c.replace("-", "n-", 1) for c in ready_config_names()]
 
 
@@ -65,11 +63,12 @@ def _check(cfg, imgsz: int, layers: bool = True) -> None:
         assert err <= 1e-5 * max(1.0, ye.abs().max().item()), f"layer {i} {type(m).__name__}: compiled differs by {err}"
 
 
-def test_every_block_model_compiles():
-    _check(every_block_yaml(), 64, layers=FULL)  # eval of every block: test_blocks.py (one case each, not in a model)
+@pytest.mark.parametrize("layers", [False, pytest.param(True, marks=pytest.mark.compile)])
+def test_every_block_model_compiles(layers):
+    _check(every_block_yaml(), 64, layers=layers)  # eval of every block: test_blocks.py (one case each, not in a model)
 
 
-@pytest.mark.skipif(not FULL, reason="every ready config under torch.compile: set YOLO_ATTN_FULL_COMPILE=1")
+@pytest.mark.compile
 @pytest.mark.parametrize("config", CONFIGS)
 def test_ready_config_compiles(config):
     _check(config, 96)

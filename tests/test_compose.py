@@ -2,24 +2,22 @@
 
 Default: a representative set of suffixes (one per kind of placement: backbone inserts, neck inserts, the fusion
 rows before the head, Concat and strided-conv swaps, stage swaps, the deepest backbone layer) on every task base.
-YOLO_ATTN_FULL_MATRIX=1 (set by .ci/run): every suffix on every task base.
+--full (CI): every suffix on every task base.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import BIN, REPO, SAMPLE, checkpoint_model, run
+from conftest import BIN, FULL, REPO, SAMPLE, checkpoint_model, run
 
 import yolo_attn
-from yolo_attn import compose, registry
+from yolo_attn import compose, names, registry, yamledit
 
-FULL = os.environ.get("YOLO_ATTN_FULL_MATRIX") == "1"
 SEG_SAMPLE = REPO / "data" / "coco8-seg"
 TASK_BASES = {  # the base model of each task, at its smallest scale
     "detect": "yolo26n", "segment": "yolo11n-seg", "pose": "yolo11n-pose", "obb": "yolo11n-obb",
@@ -44,8 +42,8 @@ def model_of(name: str, task: str):
 
 
 def supported(task: str) -> dict:
-    base = compose.source_of(TASK_BASES[task] + ".yaml", _lookup)
-    return compose.support(__import__("yolo_attn.yamledit").yamledit.ModelYaml(base[0], base[1]))
+    base = names.require(TASK_BASES[task] + ".yaml")
+    return compose.support(yamledit.ModelYaml(base.text(), base.path.name))
 
 
 def check_yaml(name: str) -> str:
@@ -55,10 +53,11 @@ def check_yaml(name: str) -> str:
     return tasks.check_yaml(name)
 
 
-def _lookup(n):
-    from ultralytics.utils.checks import check_yaml
-
-    return yolo_attn.patch.find_config(n) or check_yaml(n, hard=False) or None
+def composed_text(name: str) -> str:
+    """The YAML of composing a name's last suffix onto its base, even where a ready config of that name ships."""
+    base_name, suffix = names.split(name)
+    base = names.require(base_name)
+    return compose.compose_text(name, base_name, base.text(), base.path.name, list(base.chain), suffix)[0]
 
 
 def real_batch(task: str, imgsz: int = IMGSZ) -> dict:
@@ -89,10 +88,11 @@ def real_batch(task: str, imgsz: int = IMGSZ) -> dict:
     return batch
 
 
-CASES = [(t, s) for t in TASK_BASES for s in (sorted(registry.PLACEMENTS) if FULL else REPRESENTATIVE[t])]
+CASES = [pytest.param(t, s, id=f"{t}-{s}", marks=() if s in REPRESENTATIVE[t] else FULL)
+         for t in TASK_BASES for s in sorted(registry.PLACEMENTS)]  # fmt: skip
 
 
-@pytest.mark.parametrize("task, suffix", CASES, ids=[f"{t}-{s}" for t, s in CASES])
+@pytest.mark.parametrize("task, suffix", CASES)
 def test_composed_name_builds_trains_and_evaluates(task, suffix):
     """The composed name of every task base builds where the family supports the suffix (n; RT-DETR at l), the s
     scale has more parameters, one training step with the task's own loss on real COCO images is finite and reaches
@@ -184,8 +184,7 @@ def test_composed_equals_shipped_for_the_generated_files():
     import yaml
 
     ready = yaml.safe_load((Path(yolo_attn.MODEL_YAMLS) / "yolo26-se.yaml").read_text())
-    path = compose.compose("yolo26-se.yaml", _lookup)  # the shipped file has this name: compose it directly
-    composed = yaml.safe_load(Path(path).read_text())
+    composed = yaml.safe_load(composed_text("yolo26-se.yaml"))  # the shipped file has this name: compose it directly
     assert composed["backbone"] == ready["backbone"] and composed["head"] == ready["head"]
 
 
@@ -196,9 +195,8 @@ def test_placements_rebuild_the_hand_written_configs(family, suffix, tmp_path):
     the suffix onto Ultralytics' base builds, at n, the same layers with the same parameter counts."""
     from ultralytics.nn.tasks import DetectionModel
 
-    composed = Path(compose.compose(f"{family}-{suffix}.yaml", _lookup))
     local = tmp_path / f"{family}n-{suffix}.yaml"
-    local.write_text(composed.read_text())
+    local.write_text(composed_text(f"{family}-{suffix}.yaml"))
 
     def layers(cfg):
         m = DetectionModel(str(cfg), verbose=False)
@@ -253,7 +251,7 @@ def test_cli_trains_a_composed_name_and_val_reloads_without_it(task, name, data,
     run([BIN / "yolo", task, "train", f"model={name}", f"data={data}", "epochs=1", "imgsz=64" if "rtdetr" not in name
          else "imgsz=96", "batch=4", "device=cpu", "workers=0", "plots=False", f"project={tmp_path}", "name=t"],
         tmp_path, YOLO_ATTN_CACHE=cache)  # fmt: skip
-    shipped = (Path(yolo_attn.MODEL_YAMLS) / compose.unscaled(name)).is_file()  # yolo26-cbam.yaml ships: no composing
+    shipped = (Path(yolo_attn.MODEL_YAMLS) / names.unscaled(name)).is_file()  # yolo26-cbam.yaml ships: no composing
     assert bool(list(cache.rglob(name))) != shipped
     shutil.rmtree(cache, ignore_errors=True)
     best = tmp_path / "t" / "weights" / "best.pt"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import os
 import re
 from pathlib import Path
 
@@ -11,14 +10,17 @@ import pytest
 import torch
 import yaml
 
-from conftest import HAS_YOLO26, ready_config_names
+from conftest import FULL, HAS_YOLO26, REPRESENTATIVE, built, ready_config_names
 
 import yolo_attn
 from yolo_attn import modules as M
 from yolo_attn import registry
 
 CONFIGS = ready_config_names()
-SCALES = os.environ.get("YOLO_ATTN_TEST_SCALES", "nsmlx")  # the compatibility run builds n and s
+SCALES = "nsmlx"
+# every config at n; the other scales for the representative configs at s, and for all of them with --full
+SCALED = [pytest.param(c, s, id=f"{c}-{s}", marks=() if s == "n" or (s == "s" and c in REPRESENTATIVE) else FULL)
+          for c in CONFIGS for s in SCALES]  # fmt: skip
 BLOCK_OF_TAG = {
     "ca": M.CA,
     "simam": M.SimAM,
@@ -53,9 +55,7 @@ _base_cache: dict = {}
 
 
 def build(name: str):
-    from ultralytics.nn.tasks import DetectionModel
-
-    return DetectionModel(name, verbose=False).eval()
+    return built(name)
 
 
 def detect_inputs(model, imgsz=64) -> list[tuple]:
@@ -93,7 +93,7 @@ def test_yolo26_configs_on_a_release_without_yolo26_say_which_release_they_need(
     from ultralytics import __version__
     from ultralytics.nn.tasks import DetectionModel
 
-    from yolo_attn.patch import UltralyticsTooOld
+    from yolo_attn.releases import UltralyticsTooOld
 
     with pytest.raises((UltralyticsTooOld, registry.LayerError)) as e:
         DetectionModel("yolo26n-cbam.yaml", verbose=False)
@@ -103,8 +103,7 @@ def test_yolo26_configs_on_a_release_without_yolo26_say_which_release_they_need(
     assert re.match(r"yolo_attn: yolo26n?\.yaml: YOLO26 needs ultralytics>=8\.4\.0", str(e.value)), str(e.value)
 
 
-@pytest.mark.parametrize("scale", SCALES)
-@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("config, scale", SCALED)
 def test_ready_config_builds_at_every_scale(config, scale):
     name = config.replace("-", f"{scale}-", 1)  # yolov8-ca.yaml -> yolov8s-ca.yaml
     model = build(name)

@@ -9,6 +9,7 @@ import pytest
 
 from conftest import BIN, run
 
+from yolo_attn import releases
 from yolo_attn.registry import LayerError
 
 STEM = [[-1, 1, "Conv", [32, 3, 2]], [-1, 1, "Conv", [64, 3, 2]], [-1, 1, "Conv", [64, 3, 1]]]  # widths 16, 32, 32
@@ -91,15 +92,11 @@ def test_cli_shows_the_clear_error(tmp_path, sample_data):
     assert "yolo_attn: YAML layer 1 (CBMA): unknown module name. did you mean CBAM" in out
 
 
-def _release(v: str) -> tuple:
-    return tuple(int(x) for x in v.split(".")[:3])
-
-
 @pytest.mark.parametrize("row, since", [([-1, 1, "A2C2f", [64, True, 4]], "8.3.78"), ([-1, 1, "Segment26", [80, 32, 64]], "8.4.0")])  # fmt: skip
 def test_a_module_newer_than_the_installed_release_names_the_release_it_needs(row, since):
     from ultralytics import __version__
 
-    if _release(__version__) >= _release(since):
+    if releases.at_least(since):
         pytest.skip(f"Ultralytics {__version__} has {row[2]}")
     with pytest.raises(LayerError) as e:
         parse(row)
@@ -120,15 +117,15 @@ def test_a_yolo26_yaml_on_a_release_without_its_head_keys_is_refused():
     yaml = {"nc": 80, "end2end": True, "reg_max": 1, "scales": {"n": [0.5, 0.25, 1024]}, "scale": "n",
             "backbone": [[-1, 1, "Conv", [64, 3, 2]], [-1, 1, "Conv", [128, 3, 2]], [-1, 1, "CBAM", []]],
             "head": [[[-1], 1, "Detect", ["nc"]]]}  # fmt: skip
-    if _release(__version__) >= (8, 4, 0):
+    if releases.at_least("8.4.0"):
         m = DetectionModel(copy.deepcopy(yaml), verbose=False)
         assert m.model[-1].reg_max == 1  # the key reached the head
     else:
-        with pytest.raises(patch.UltralyticsTooOld, match=r"^yolo_attn: model YAML key 'end2end' \(YOLO26's end-to-end "
+        with pytest.raises(releases.UltralyticsTooOld, match=r"^yolo_attn: model YAML key 'end2end' \(YOLO26's end-to-end "
                            rf"head\) needs ultralytics>=8\.4\.0; the installed Ultralytics is {re.escape(__version__)}"):  # fmt: skip
             DetectionModel(copy.deepcopy(yaml), verbose=False)
     # the same rule, as an older parse_model (one that reads neither key) would apply it
     hooks = patch.ParserHooks(reads=frozenset())
-    with pytest.raises(patch.UltralyticsTooOld, match="model YAML key 'end2end'"):
+    with pytest.raises(releases.UltralyticsTooOld, match="model YAML key 'end2end'"):
         hooks.built(None, yaml)
-    patch.ParserHooks(reads=frozenset(patch.NEWER_YAML_KEYS)).built(None, yaml)  # a release that reads them: fine
+    patch.ParserHooks(reads=frozenset(releases.NEWER_YAML_KEYS)).built(None, yaml)  # a release that reads them: fine

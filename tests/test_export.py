@@ -1,16 +1,18 @@
-"""Export every ready config with the real `yolo export` command; run the ONNX files in onnxruntime and the
-TorchScript files in torch on real COCO images, against the PyTorch model with the same weights."""
+"""Export ready configs with Ultralytics' exporter (one `yolo export` command run as a user runs it); run the ONNX files
+in onnxruntime and the TorchScript files in torch on real COCO images, against the PyTorch model with the same weights.
+The default run exports the representative configs (conftest.REPRESENTATIVE); --full exports every ready config."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
-from conftest import BIN, checkpoint_model, coco_batch, family_of, perturb_constants, python, ready_config_names, run
+from conftest import (BIN, REPRESENTATIVE, built, checkpoint_model, coco_batch, family_of, full, perturb_constants,
+                      python, ready_config_names, run, save_checkpoint, sweep)  # fmt: skip
 
 from yolo_attn.modules import DCN
 
@@ -19,28 +21,24 @@ IMGSZ = 160
 
 
 @pytest.fixture(scope="module")
-def checkpoints(base_checkpoints, tmp_path_factory) -> dict[str, Path]:
+def checkpoints(base_checkpoints, tmp_path_factory, request) -> dict[str, Path]:
     """Each ready config (n scale) with the trained base weights transferred and its own blocks given non-trivial
     weights, saved as a checkpoint: DCN offsets moved off zero, so the deformable sampling really matters, and every
     constant-initialised parameter of our blocks (zero-init convs, scales starting at 0, STN's identity regressor,
     layer scales) perturbed, so no part of a block is exported as a no-op."""
-    from ultralytics.nn.tasks import DetectionModel
-
     out = tmp_path_factory.mktemp("ckpt")
     made = {}
     torch.manual_seed(0)
-    for config in CONFIGS:
+    for config in CONFIGS if request.config.getoption("--full") else [c for c in CONFIGS if c in REPRESENTATIVE]:
         family = family_of(config)
-        model = DetectionModel(config.replace("-", "n-", 1), verbose=False)
+        model = built(config.replace("-", "n-", 1))
         model.load(checkpoint_model(base_checkpoints[family]), verbose=False)
         for m in model.modules():
             if isinstance(m, DCN):
                 torch.nn.init.normal_(m.offset_mask.weight, std=0.05)
             elif type(m).__module__.startswith("yolo_attn.modules"):
                 perturb_constants(m, 0.05)
-        path = out / config.replace(".yaml", ".pt")
-        torch.save({"model": copy.deepcopy(model).half(), "train_args": {}}, path)
-        made[config] = path
+        made[config] = save_checkpoint(model, out / config.replace(".yaml", ".pt"))
     return made
 
 
@@ -97,26 +95,29 @@ def check_onnx(path: Path, ckpt: Path, config: str, val_images) -> None:
     assert_same_predictions(got, reference(ckpt, x))
 
 
-@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("config", sweep(CONFIGS))
 def test_onnx_export_runs_in_onnxruntime(config, checkpoints, onnx_files, val_images):
     assert onnx_files[config].is_file(), f"no ONNX file for {config}"
     check_onnx(onnx_files[config], checkpoints[config], config, val_images)
 
 
-@pytest.mark.parametrize("config", ["yolov8-dcn.yaml", "yolo11-cbam.yaml", "yolov8-stn.yaml", "yolo11-odconv.yaml"])
+@pytest.mark.parametrize("config", ["yolov8-dcn.yaml", full("yolo11-cbam.yaml"), full("yolov8-stn.yaml"),
+                                    full("yolo11-acmix.yaml")])  # fmt: skip
 def test_yolo_cli_export(config, checkpoints, val_images, tmp_path):
-    """The same through the `yolo export` command."""
+    """The same through the `yolo export` command in its own process."""
     ckpt = tmp_path / checkpoints[config].name
     ckpt.write_bytes(checkpoints[config].read_bytes())
     run([BIN / "yolo", "export", f"model={ckpt}", "format=onnx", f"imgsz={IMGSZ}"], tmp_path)
     check_onnx(ckpt.with_suffix(".onnx"), ckpt, config, val_images)
 
 
-@pytest.mark.parametrize("config", ["yolov8-dcn.yaml", "yolo11-asff.yaml", "yolov8-iaff.yaml", "yolo11-cbam.yaml"])
+@pytest.mark.parametrize("config", ["yolov8-dcn.yaml", "yolo11-asff.yaml", full("yolo11-iaff.yaml"), "yolo11-cbam.yaml"])
 def test_torchscript_export(config, checkpoints, val_images, tmp_path):
+    from ultralytics import YOLO
+
     ckpt = tmp_path / checkpoints[config].name
     ckpt.write_bytes(checkpoints[config].read_bytes())
-    run([BIN / "yolo", "export", f"model={ckpt}", "format=torchscript", f"imgsz={IMGSZ}"], tmp_path)
+    YOLO(str(ckpt)).export(format="torchscript", imgsz=IMGSZ)
     ts = torch.jit.load(str(ckpt.with_suffix(".torchscript")))
     x = coco_batch(val_images, IMGSZ)[:1]  # traced at batch 1
     with torch.no_grad():
@@ -125,8 +126,11 @@ def test_torchscript_export(config, checkpoints, val_images, tmp_path):
     assert_same_predictions(got, reference(ckpt, x))
 
 
-def test_export_from_a_yaml_name(tmp_path):
-    run([BIN / "yolo", "export", "model=yolov8n-dcn.yaml", "format=onnx", f"imgsz={IMGSZ}"], tmp_path)
+def test_export_from_a_yaml_name(tmp_path, monkeypatch):
+    from ultralytics import YOLO
+
+    monkeypatch.chdir(tmp_path)  # a model made from a YAML exports beside the working directory
+    YOLO("yolov8n-dcn.yaml").export(format="onnx", imgsz=IMGSZ)
     assert (tmp_path / "yolov8n-dcn.onnx").is_file()
 
 
@@ -139,8 +143,12 @@ def test_export_from_a_yaml_name(tmp_path):
         (["format=coreml"], "cannot be exported to format=coreml"),
     ],
 )  # fmt: skip
-def test_formats_that_cannot_carry_dcn_fail_clearly(args, message, tmp_path):
-    p = run([BIN / "yolo", "export", "model=yolov8n-dcn.yaml", *args, f"imgsz={IMGSZ}"], tmp_path, check=False)
-    assert p.returncode != 0
-    out = p.stdout + p.stderr
-    assert "yolo_attn: DCN (layer 4 (C2f_DCN)" in out and message in out
+def test_formats_that_cannot_carry_dcn_fail_clearly(args, message, tmp_path, monkeypatch):
+    from ultralytics import YOLO
+
+    from yolo_attn.export import ExportFormatError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ExportFormatError) as e:
+        YOLO("yolov8n-dcn.yaml").export(**{k: yaml.safe_load(v) for k, v in (a.split("=") for a in args)}, imgsz=IMGSZ)
+    assert str(e.value).startswith("yolo_attn: DCN (layer 4 (C2f_DCN)") and message in str(e.value)

@@ -8,11 +8,10 @@ import sys
 import cv2
 import pytest
 
-from conftest import BIN, REPO, run
+from conftest import REPO, run, yolo_attn
 
 
-def cli(*args, cwd, check=True):
-    return run([BIN / "yolo-attn", *map(str, args)], cwd, check=check)
+cli = yolo_attn  # in this process, through cli.main
 
 
 @pytest.mark.parametrize("config, blocks", [("yolov8n-cbam.yaml", ["CBAM"] * 3), ("yolo11n-asff.yaml", ["ASFF"] * 3),

@@ -8,7 +8,7 @@ import logging
 import pytest
 import torch
 
-from conftest import BIN, checkpoint_model, coco_batch, family_of, python, ready_config_names, run, tensors_of
+from conftest import BIN, built, checkpoint_model, coco_batch, family_of, python, ready_config_names, run, tensors_of
 
 import yolo_attn
 from yolo_attn import yamledit
@@ -55,12 +55,11 @@ def _load_logged(target, source) -> list[str]:
 
 @pytest.mark.parametrize("config", CONFIGS)
 def test_transfer_into_every_ready_config(config, base_checkpoints):
-    from ultralytics.nn.tasks import DetectionModel
 
     family = family_of(config)
     source = checkpoint_model(base_checkpoints[family])
     src_sd = {k: v.clone() for k, v in source.state_dict().items()}
-    target = DetectionModel(config.replace("-", "n-", 1), verbose=False)
+    target = built(config.replace("-", "n-", 1)).train()
 
     # What should land where, derived from the YAML alone: drop the rows the config inserts, the rest are the base's
     rows = target.yaml["backbone"] + target.yaml["head"]

@@ -10,16 +10,16 @@ import pytest
 import torch
 import yaml
 
-from conftest import BIN, run, tensors_of
+from conftest import BIN, run, save_checkpoint, tensors_of
+from conftest import yolo_attn as yolo_attn_cli
 
 import yolo_attn
-from yolo_attn import yamledit
+from yolo_attn import names
 
 FAMILIES = ("yolov8.yaml", "yolo11.yaml", "yolo26.yaml")
 
 
-def cli(*args, cwd: Path, check=True):
-    return run([BIN / "yolo-attn", *map(str, args)], cwd, check=check)
+cli = yolo_attn_cli  # in this process, through cli.main (test_cli_script_smoke runs the console script)
 
 
 def build(path, scale="n"):
@@ -60,7 +60,7 @@ def test_insert_at_backbone_stages_keeps_the_base_function(family, tmp_path):
             cwd=tmp_path)  # fmt: skip
     assert "inserted CBAM as layer 5 after layer 4" in p.stdout and "layer 11" in p.stdout
     torch.manual_seed(0)
-    base = build(yamledit.resolve_base(family))
+    base = build(names.require(family).path)
     edited = build(out)
     assert [i for i, m in enumerate(edited.model) if type(m).__name__ == "CBAM"] == [5, 8, 11]
     assert edited.model[-1].f == [i + 3 for i in base.model[-1].f]  # Detect reads the same layers, shifted
@@ -85,7 +85,7 @@ def test_insert_at_backbone_stages_keeps_the_base_function(family, tmp_path):
 def test_insert_at_neck_outputs_feeds_detect(family, tmp_path):
     out = tmp_path / "neck.yaml"
     cli("insert", family, "CA", "--at", "neck-outputs", "--args", "[16]", "-o", out, cwd=tmp_path)
-    base, edited = build(yamledit.resolve_base(family)), build(out)
+    base, edited = build(names.require(family).path), build(out)
     ca = [i for i, m in enumerate(edited.model) if type(m).__name__ == "CA"]
     assert edited.model[-1].f == ca and len(ca) == 3
     for j, i in enumerate(ca):  # each CA reads the layer Detect used to read
@@ -134,7 +134,7 @@ def test_replace_in_yolo26(tmp_path):
 
 def test_comments_kept_and_input_untouched(tmp_path):
     src = tmp_path / "mine.yaml"
-    text = (yamledit.resolve_base("yolov8.yaml")).read_text().replace("# cat backbone P3", "# my note: cat P3")
+    text = (names.require("yolov8.yaml").path).read_text().replace("# cat backbone P3", "# my note: cat P3")
     src.write_text(text)
     digest = hashlib.sha256(src.read_bytes()).hexdigest()
     out = tmp_path / "mine-ca.yaml"
@@ -166,7 +166,7 @@ def test_comments_kept_and_input_untouched(tmp_path):
         (["insert", "yolov8.yaml", "CA", "--after", "4", "--args", "[0]", "-o", "o.yaml"],
          "does not build, nothing written to o.yaml: yolo_attn: YAML layer 5 (CA): reduction must be"),
         (["insert", "nope.yaml", "CA", "--after", "4", "-o", "o.yaml"], "no model YAML named 'nope.yaml'"),
-        (["insert", "yolov8-ca.yaml", "CA", "--after", "4", "--in-place"], "refusing to edit the shipped config"),
+        (["insert", "yolov8-ca.yaml", "CA", "--after", "4", "--in-place"], "refusing to edit yolov8-ca.yaml in place: it is a shipped ready config"),
         (["replace", "yolov8.yaml", "--layers", "0", "--with", "SPDConv", "-o", "o.yaml"], None),
         (["replace", "yolov8.yaml", "--layers", "2", "--with", "DCN", "-o", "o.yaml"], "layer 2 is C2f; no drop-in C2f -> DCN"),
         (["info", "missing.pt"], "no checkpoint 'missing.pt'"),
@@ -186,7 +186,7 @@ def test_cli_errors_are_one_line(args, message, tmp_path):
 
 def test_replace_rejects_a_stride_one_conv(tmp_path):
     src = tmp_path / "s1.yaml"
-    src.write_text(yamledit.resolve_base("yolov8.yaml").read_text().replace("[-1, 1, Conv, [256, 3, 2]]", "[-1, 1, Conv, [256, 3, 1]]", 1))
+    src.write_text(names.require("yolov8.yaml").path.read_text().replace("[-1, 1, Conv, [256, 3, 2]]", "[-1, 1, Conv, [256, 3, 1]]", 1))
     p = cli("replace", src, "--layers", "3", "--with", "SPDConv", "-o", "o.yaml", cwd=tmp_path, check=False)
     assert p.returncode == 2 and "layer 3 is a stride-1 Conv; SPDConv replaces strided convs" in p.stderr
 
@@ -203,7 +203,7 @@ def test_list_json(tmp_path):
     assert "Coordinate Attention" in text
 
 
-def test_info_yaml_and_checkpoint(tmp_path, sample_data):
+def test_info_yaml_and_checkpoint(tmp_path):
     from ultralytics.nn.tasks import DetectionModel
 
     info = json.loads(cli("info", "yolov8s-cbam.yaml", "--imgsz", "320", "--json", cwd=tmp_path).stdout)
@@ -216,9 +216,7 @@ def test_info_yaml_and_checkpoint(tmp_path, sample_data):
     assert [r["layer"] for r in info["base"]["replaced_layers"]] == [1, 3, 5, 7, 17, 20]
     assert len(info["table"]) == info["layers"] == 24
     # a checkpoint
-    run([BIN / "yolo", "train", "model=yolov8n-simam.yaml", f"data={sample_data}", "epochs=1", "imgsz=64", "batch=8",
-         "device=cpu", "workers=0", "plots=False", "val=False", f"project={tmp_path}", "name=ck"], tmp_path)  # fmt: skip
-    ckpt = tmp_path / "ck" / "weights" / "last.pt"
+    ckpt = save_checkpoint(DetectionModel("yolov8n-simam.yaml", verbose=False), tmp_path / "ck" / "weights" / "last.pt")
     text = cli("info", ckpt, cwd=tmp_path).stdout
     assert "against yolov8n.yaml: +0 parameters" in text and "+ layer 5: SimAM" in text
 
@@ -228,3 +226,55 @@ def test_edited_file_takes_a_scale_letter(tmp_path):
     code = "from ultralytics import YOLO; m = YOLO('yolov8s-mycbam.yaml'); print(m.model.yaml['scale'], m.model.model[5].type)"
     out = run([BIN / "python", "-c", code], tmp_path).stdout.split()
     assert out[-2:] == ["s", "yolo_attn.modules.attention.CBAM"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One name, one meaning: every command reads composed, chained and task-variant names as `yolo train` does
+# ----------------------------------------------------------------------------------------------------------------
+NAMES = ["yolo11n-cbam-aff.yaml", "yolo11n-seg-cbam.yaml"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_command_takes_composed_names(name, tmp_path, val_images):
+    from ultralytics import YOLO
+
+    from yolo_attn import names as resolver
+
+    trained = YOLO(name).model  # what `yolo train model=NAME` builds
+    layers = [(type(m).__name__, m.f) for m in trained.model]
+    n_params = sum(p.numel() for p in trained.parameters())
+
+    shown = cli("show", name, cwd=tmp_path).stdout
+    assert shown == resolver.require(name).text() and shown.startswith("# yolo_attn composed config:")
+
+    info = json.loads(cli("info", name, "--imgsz", 64, "--json", cwd=tmp_path).stdout)
+    assert info["parameters"] == n_params and [(r["module"], r["from"]) for r in info["table"]] == layers
+    base = resolver.base_of(name)
+    assert info["base"]["config"] == base and base == name.replace("-cbam", "").replace("-aff", "")
+    assert info["base"]["parameters"] == sum(p.numel() for p in YOLO(base).model.parameters())
+    assert {a["module"] for a in info["base"]["added_layers"]} == {"CBAM"}
+
+    out = tmp_path / "edited.yaml"
+    cli("insert", name, "SimAM", "--at", "backbone-p5", "-o", out, cwd=tmp_path)
+    edited = YOLO(str(out)).model
+    assert [type(m).__name__ for m in edited.model].count("SimAM") == 1
+    assert type(edited) is type(trained) and sum(p.numel() for p in edited.parameters()) == n_params
+
+    out2 = tmp_path / "replaced.yaml"  # layer 1: the first stride-2 Conv of every YOLO family
+    cli("replace", name, "--layers", 1, "--with", "SPDConv", "-o", out2, cwd=tmp_path)
+    assert type(YOLO(str(out2)).model.model[1]).__name__ == "SPDConv"
+
+    viz = cli("viz", name, val_images[0], "--imgsz", 64, "--out", tmp_path / "viz", cwd=tmp_path).stdout
+    assert f"wrote {sum(m == 'CBAM' for m, _ in layers) + sum(m == 'AFF' for m, _ in layers)} attention maps" in viz
+
+    p = cli("insert", name, "CA", "--after", 4, "--in-place", cwd=tmp_path, check=False)
+    assert p.returncode == 2 and "refusing to edit" in p.stderr and "a composed config in the cache" in p.stderr
+
+
+def test_cli_script_smoke(tmp_path):
+    """The installed `yolo-attn` console script itself (every other CLI test calls cli.main in this process)."""
+    p = run([BIN / "yolo-attn", "show", "yolo11n-seg-cbam.yaml"], tmp_path)
+    assert p.stdout.startswith("# yolo_attn composed config: yolo11-seg.yaml + CBAM")
+    p = run([BIN / "yolo-attn", "info", "yolo11n-cbma.yaml"], tmp_path, check=False)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1
+    assert p.stderr.startswith("yolo-attn: error: yolo11n-cbma.yaml: no such file, and 'cbma' is not a block suffix")

@@ -4,12 +4,13 @@ Importing this package activates it (see ``yolo_attn.patch``); an installed star
 process the moment ``ultralytics.nn.tasks`` is imported, so the ``yolo`` command and DDP workers need no import.
 """
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from . import modules, registry  # noqa: E402
-from .patch import MODEL_YAMLS, activate, deactivate, is_active  # noqa: E402
+from .names import MODEL_YAMLS  # noqa: E402
+from .patch import activate, deactivate, is_active  # noqa: E402
 from .registry import BLOCKS, LayerError  # noqa: E402
 
 activate()
 
-__all__ = ("BLOCKS", "LayerError", "MODEL_YAMLS", "activate", "deactivate", "is_active", "modules", "registry")
+__all__ = ("BLOCKS", "LayerError", "MODEL_YAMLS", "__version__", "activate", "deactivate", "is_active", "modules",
+           "registry")  # fmt: skip

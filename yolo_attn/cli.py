@@ -1,11 +1,13 @@
 """The ``yolo-attn`` command: list blocks, inspect a model, insert or replace blocks in a model YAML.
 
-    yolo-attn list [--json]
+    yolo-attn list [--json] | --families [--markdown|--json]
+    yolo-attn show NAME
     yolo-attn info MODEL [--imgsz 640] [--base BASE] [--json]
     yolo-attn insert BASE BLOCK (--after L1,L2 | --at ROLE,...) [--args "[...]"] (-o OUT | --in-place) [--identity-start]
     yolo-attn replace BASE --layers L1,L2 --with BLOCK (-o OUT | --in-place)
     yolo-attn ablate CONFIG [CONFIG ...] --data DATA.yaml [--seeds 3] [--epochs 10] [--pretrained PT --identity-start]
-                     [--control auto|none|CONFIG] [--out DIR] [--backend local|ray] [--workers N] [key=value ...]
+                     [--control auto|none|CONFIG] [--out DIR] [--backend local|ray] [--workers N] [--dry-run]
+                     [key=value ...]
     yolo-attn viz MODEL IMAGE [--imgsz 640] [--out DIR]
 
 Errors print one line and exit with status 2 (set YOLO_ATTN_DEBUG=1 for the traceback).
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from . import yamledit
+from . import compose, names, yamledit
 from .registry import BLOCKS, KEYS
 
 
@@ -31,10 +33,8 @@ class CliError(Exception):
 
 def ready_configs() -> dict[str, list[str]]:
     """Block name -> the shipped ready configs that use it."""
-    from .patch import MODEL_YAMLS
-
     out: dict[str, list[str]] = {name: [] for name in [*BLOCKS, *(k.name for k in KEYS.values())]}
-    for path in sorted(Path(MODEL_YAMLS).glob("*.yaml")):
+    for path in sorted(names.MODEL_YAMLS.glob("*.yaml")):
         d = yaml.safe_load(path.read_text())
         used = {row[2] for row in d["backbone"] + d["head"]} | {k.name for k in KEYS.values() if d.get(k.key)}
         for name in used & set(out):
@@ -44,22 +44,22 @@ def ready_configs() -> dict[str, list[str]]:
     return out
 
 
-def cmd_show(args) -> None:
-    import ultralytics.nn.tasks as tasks
-
-    from . import compose
-
+def resolve(name: str) -> names.Config:
+    """The config a name means, as `yolo train model=NAME` reads it (names.resolve), or a one-line CliError."""
     try:
-        path = tasks.check_yaml(args.name)  # what `yolo train model=NAME` reads
-    except (compose.ComposeError, FileNotFoundError) as e:
+        return names.require(name)
+    except (compose.ComposeError, names.ConfigNameError) as e:
         raise CliError(str(e).removeprefix("yolo_attn: ")) from None
-    print(Path(path).read_text(encoding="utf-8"), end="")
+
+
+def cmd_show(args) -> None:
+    print(resolve(args.name).text(), end="")
 
 
 def cmd_families(args) -> None:
-    from . import compose, registry
+    from . import registry
 
-    table = compose.family_table()
+    table = names.family_table()
     if args.json:
         print(json.dumps(table, indent=2))
         return
@@ -116,10 +116,9 @@ def cmd_list(args) -> None:
 
 
 def _load_model(spec: str):
-    """A DetectionModel from a YAML (path or bare name) or a checkpoint."""
-    from ultralytics.nn.tasks import DetectionModel
-
-    from .patch import load_checkpoint
+    """(model, its config name) from a YAML (path or name, composed names included) or a checkpoint: for a YAML, the
+    model `yolo train model=SPEC` builds (its task's model class)."""
+    from .checkpoints import load_checkpoint
 
     if spec.endswith(".pt"):
         if not Path(spec).is_file():
@@ -128,15 +127,11 @@ def _load_model(spec: str):
         return model.float().eval(), model.yaml.get("yaml_file", "")
     if not spec.endswith((".yaml", ".yml")):
         raise CliError(f"MODEL must be a .yaml config or a .pt checkpoint, got {spec!r}")
-    try:
-        yamledit.resolve_base(spec)
-    except yamledit.YamlEditError as e:
-        raise CliError(str(e)) from None
-    return DetectionModel(spec, verbose=False).eval(), spec
+    resolve(spec)
+    return names.build(spec).eval(), spec
 
 
 def cmd_info(args) -> None:
-    from ultralytics.nn.tasks import DetectionModel
     from ultralytics.utils.torch_utils import get_flops
 
     from . import transfer
@@ -155,9 +150,12 @@ def cmd_info(args) -> None:
         {"index": m.i, "from": m.f, "module": type(m).__name__, "parameters": sum(p.numel() for p in m.parameters())}
         for m in model.model
     ]
-    base_name = args.base or yamledit.base_name_of(yaml_file)
+    base_name = args.base or names.base_of(yaml_file)
     if base_name:
-        base = DetectionModel(base_name, nc=model.yaml.get("nc"), verbose=False).eval()
+        resolve(base_name)
+        base = names.build(base_name).eval()
+        if base.yaml.get("nc") != model.yaml.get("nc"):  # a checkpoint trained on another dataset: the base's head too
+            base = type(base)(base.yaml, nc=model.yaml.get("nc"), verbose=False).eval()
         p = transfer.plan(base, model)
         b = summary(base)
         swapped = [
@@ -206,18 +204,15 @@ def _int_list(text: str, what: str) -> list[int]:
 
 
 def _edit(args, edit) -> None:
-    try:
-        src = yamledit.resolve_base(args.base)
-    except yamledit.YamlEditError as e:
-        raise CliError(str(e)) from None
+    config = resolve(args.base)
+    src = config.path
     out = src if args.in_place else Path(args.output) if args.output else None
     if out is None:
         raise CliError("give the output file with -o OUT.yaml (or --in-place to overwrite the input)")
     if args.in_place:
-        from .patch import MODEL_YAMLS
-
-        if Path(MODEL_YAMLS) in src.resolve().parents or "site-packages" in src.parts:
-            raise CliError(f"refusing to edit the shipped config {src} in place; write a copy with -o")
+        if config.kind != "file" or "site-packages" in src.resolve().parts:
+            what = KIND_WORDS.get(config.kind, "an installed file")
+            raise CliError(f"refusing to edit {args.base} in place: it is {what} ({src}); write a copy with -o")
     elif out.resolve() == src.resolve():
         raise CliError(f"-o {out} is the input file; use --in-place to overwrite it")
     doc = yamledit.ModelYaml.load(src)
@@ -231,6 +226,10 @@ def _edit(args, edit) -> None:
     print(f"wrote {out}")
     for c in changes:
         print(f"  {c}")
+
+
+KIND_WORDS = {"ready": "a shipped ready config", "ultralytics": "an Ultralytics model YAML",
+              "composed": "a composed config in the cache"}  # fmt: skip
 
 
 def _check_builds(text: str, out: Path) -> None:
@@ -265,12 +264,19 @@ def cmd_ablate(args) -> int:
     from . import ablate
 
     configs, extra = ablate.split_args(args.configs)
+    notes: list[str] = []
     entries = ablate.plan(configs, args.base, args.control, args.pretrained, args.control_pretrained,
-                          args.identity_start)  # fmt: skip
+                          args.identity_start, say=notes.append)  # fmt: skip
     opt = ablate.Options(data=args.data, seeds=args.seeds, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
                          fraction=args.fraction, pretrained=args.pretrained, control_pretrained=args.control_pretrained,
                          identity_start=args.identity_start, out=args.out, backend=args.backend, workers=args.workers,
                          ray_address=args.ray_address, device=args.device, extra=extra)  # fmt: skip
+    if args.dry_run:
+        lines = ablate.dry_run(ablate.prepare(entries, opt))
+        print("\n".join(lines[:2] + notes + lines[2:]))
+        return 0
+    for note in notes:
+        print(f"ablate: {note}", file=sys.stderr)
     summary = ablate.ablate(entries, opt)
     out = Path(args.out)
     print((out / "ablation.md").read_text())
@@ -331,7 +337,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("configs", nargs="+", metavar="CONFIG", help="model YAMLs (files or shipped names), then any "
                    "Ultralytics key=value train arguments")  # fmt: skip
     s.add_argument("--data", required=True, help="dataset YAML")
-    s.add_argument("--base", help="the base config (default: the configs' family at their scale, e.g. yolov8n.yaml)")
+    s.add_argument("--base", help="the base config (default: the plain model the configs build on, with their scale, "
+                   "task and variant: yolo11n-seg.yaml for yolo11n-seg-cbam.yaml)")  # fmt: skip
     s.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 for every config (default 3)")
     s.add_argument("--epochs", type=int, default=10, help="default 10")
     s.add_argument("--imgsz", type=int, default=640, help="default 640")
@@ -339,7 +346,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--fraction", type=float, default=1.0, help="fraction of the training set (default 1.0)")
     s.add_argument("--pretrained", help="the base's checkpoint: every config starts from it (structural transfer)")
     s.add_argument("--identity-start", action="store_true", help="inserted blocks start as the identity")
-    s.add_argument("--control", default="auto", help="auto (the base one scale letter up), none, or a config")
+    s.add_argument("--control", default="auto", help="auto (the base's family at its next size: yolo11s-seg.yaml for "
+                   "yolo11n-seg.yaml, rtdetr-x.yaml for rtdetr-l.yaml), none, or a config")  # fmt: skip
     s.add_argument("--control-pretrained", help="the control's own checkpoint, trained with the base's recipe "
                    "(needed with --pretrained and a control)")  # fmt: skip
     s.add_argument("--out", default="runs/ablate", help="output folder, also what a rerun resumes (runs/ablate)")
@@ -347,6 +355,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=1, help="parallel runs (local), CPUs of a local Ray (default 1)")
     s.add_argument("--ray-address", help="Ray cluster to connect to (default: start a local Ray)")
     s.add_argument("--device", default="cpu", help="cpu, or GPUs 0,1,... assigned round-robin to parallel runs")
+    s.add_argument("--dry-run", action="store_true", help="print the plan (base, control, configs, seeds, each run's "
+                   "train command, what a rerun skips) and train nothing")  # fmt: skip
     s.set_defaults(run=cmd_ablate)
 
     s = sub.add_parser("viz", help="every attention block's map overlaid on an image (PNGs and a grid)")

@@ -1,13 +1,12 @@
-"""Composed config names: ``<Ultralytics model stem><scale>-<suffix>.yaml`` built on the fly.
+"""Composed configs: a block placed into a base model YAML, as text (``yolo_attn.names`` decides which names compose).
 
-``yolo26n-cbam.yaml``, ``yolo11s-seg-simam.yaml``, ``rtdetr-l-ca.yaml``, ``yolov8n-p2-eca.yaml``: when no file of that
-name exists (a file on disk and a shipped ready config always win), the name is split at its last ``-``; the left
-part is resolved the same way (an Ultralytics model YAML, a ready config, or another composed name, so suffixes
-chain: ``yolo11n-cbam-aff.yaml``), and the block of the suffix is placed in it with the YAML editor, at the roles of
-its registry placement (``registry.PLACEMENTS``). The result is written to a content-addressed cache
-(``$YOLO_ATTN_CACHE``, default ``~/.cache/yolo_attn``) under the requested name, so Ultralytics reads the scale
-letter from the name as for its own files, DDP workers and repeated runs read the same file, and the checkpoint
-stores the model dict (a reload needs no name).
+For a composed name such as ``yolo11s-seg-simam.yaml`` (``names.resolve``: no file, ready config or Ultralytics YAML
+has the name, and its left part ``yolo11s-seg.yaml`` resolves), ``compose_text`` places the suffix's block in the
+base's text with the YAML editor, at the roles of its registry placement (``registry.PLACEMENTS``), under a header
+naming the base file, the Ultralytics release, the block and the layers it took. ``store`` writes it to a
+content-addressed cache (``$YOLO_ATTN_CACHE``, default ``~/.cache/yolo_attn``) under the requested name, so
+Ultralytics reads the scale letter from the name as for its own files, DDP workers and repeated runs read the same
+file, and the checkpoint stores the model dict (a reload needs no name).
 
 The same code writes the shipped ready configs (``ready_text``, called by scripts/make_ready_configs.py).
 """
@@ -18,12 +17,11 @@ import hashlib
 import os
 import re
 from pathlib import Path
-from typing import Callable
 
 from . import registry, yamledit
+from ._version import __version__
+from .files import write_atomic
 from .registry import Placement
-
-NAME = re.compile(r"^(?P<base>.+)-(?P<suffix>[A-Za-z0-9_]+)\.ya?ml$")
 
 
 class ComposeError(ValueError):
@@ -125,8 +123,6 @@ def composed_text(name: str, base_name: str, base_text: str, base_source: str, c
     """The YAML of a composed name: the header names the base file, the Ultralytics release, block and placement."""
     from ultralytics import __version__ as ul
 
-    from . import __version__
-
     doc = yamledit.ModelYaml(base_text, base_source)
     info = probe(doc)
     try:
@@ -161,8 +157,6 @@ def key_text(name: str, base_name: str, base_text: str, base_source: str, chain:
     """A composed name whose suffix switches on a training strategy by a top-level key (``-sqr``: ``sqr: selective``,
     RT-DETR only); the rows stay the base's."""
     from ultralytics import __version__ as ul
-
-    from . import __version__
 
     key, value = KEY_SUFFIXES[suffix]
     spec = registry.KEYS[key]
@@ -206,85 +200,27 @@ def supported_line(base_name: str, doc: yamledit.ModelYaml, info: list) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Resolving a name
+# A composed name's file
 # ----------------------------------------------------------------------------------------------------------------
-Lookup = Callable[[str], "str | None"]  # a bare name -> path of an existing YAML (Ultralytics' or ours), or None
-
-
-def unscaled(name: str) -> str:
-    """yolo11n-seg.yaml -> yolo11-seg.yaml, the way Ultralytics' yaml_model_load finds its unified files."""
-    return re.sub(r"(\d+)([nslmx])(.+)?$", r"\1\3", name)
-
-
-def source_of(name: str, lookup: Lookup) -> tuple[str, str, list[str]] | None:
-    """(YAML text, where it came from, its chain of titles) for a bare name, or None when nothing resolves it.
-    Raises ComposeError for a composed name that parses but cannot be built."""
-    for candidate in dict.fromkeys((name, unscaled(name))):
-        path = lookup(candidate)
-        if path:
-            return Path(path).read_text(encoding="utf-8"), Path(path).name, [Path(path).name]
-    path = compose(name, lookup)
-    return (Path(path).read_text(encoding="utf-8"), Path(path).name, _chain_of(Path(path))) if path else None
-
-
-def _chain_of(path: Path) -> list[str]:
-    first = path.read_text(encoding="utf-8").split("\n", 1)[0]
-    return first.split(": ", 1)[1].split(" + ") if first.startswith("# yolo_attn composed config: ") else [path.name]
-
-
-def compose(name: str, lookup: Lookup) -> str | None:
-    """Path of the cached YAML for a composed name; None when ``name`` is not one (no known base to its left)."""
-    name = str(name)
-    m = NAME.match(name)
-    if not m or os.path.basename(name) != name:
-        return None
-    base_name, suffix = m.group("base") + ".yaml", m.group("suffix")
-    base = source_of(base_name, lookup)
-    if base is None:
-        return None
-    base_text, base_source, chain = base
+def compose_text(name: str, base_name: str, base_text: str, base_source: str, chain: list[str],
+                 suffix: str) -> tuple[str, list[str]]:  # fmt: skip
+    """(YAML text, its chain of titles) of the composed name ``name`` = ``base_name`` + ``-suffix``, the base's text
+    given. Raises ComposeError for a suffix that is not a block's or cannot be placed in the base."""
     p = registry.placement(suffix)
     if p is None and suffix in KEY_SUFFIXES:
-        text = key_text(name, base_name, base_text, base_source, chain, suffix)
-    elif p is None:
+        return key_text(name, base_name, base_text, base_source, chain, suffix), chain + [registry.KEYS[KEY_SUFFIXES[suffix][0]].name]
+    if p is None:
         doc = yamledit.ModelYaml(base_text, base_source)
-        close = registry.suggest(suffix, list(registry.PLACEMENTS))
-        hint = f"did you mean {', '.join(close)}? " if close else ""
+        hint = registry.did_you_mean(suffix, list(registry.PLACEMENTS))
         raise ComposeError(name, f"no such file, and {suffix!r} is not a block suffix. {hint}"
                                  f"{supported_line(base_name, doc, probe(doc))}")  # fmt: skip
-    else:
-        text = composed_text(name, base_name, base_text, base_source, chain, p)
+    return composed_text(name, base_name, base_text, base_source, chain, p), chain + [p.title]
+
+
+def store(name: str, text: str) -> Path:
+    """The cached file of a composed name: ``<cache>/<hash of text>/<name>``, written atomically once (a DDP worker
+    never reads half a file; the name keeps the scale letter Ultralytics reads from it)."""
     out = cache_dir() / hashlib.sha256(text.encode()).hexdigest()[:16] / name
     if not out.is_file() or out.read_text(encoding="utf-8") != text:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out)  # atomic: a DDP worker never reads half a file
-    return str(out)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Families
-# ----------------------------------------------------------------------------------------------------------------
-FAMILY = re.compile(r"^(yolov8(-p2|-p6)?|yolov9[tsmce]|yolov10[nsmblx]|yolo11|yolo12|yolo26(-p2|-p6)?|rtdetr-(l|x|resnet50|"
-                    r"resnet101))(-seg|-pose|-obb|-cls)?(-p6)?$")  # fmt: skip
-
-
-def families() -> dict[str, Path]:
-    """The model YAMLs of the installed Ultralytics that composed names build on: stem -> path."""
-    import ultralytics
-
-    root = Path(ultralytics.__file__).parent / "cfg" / "models"
-    return {p.stem: p for p in sorted(root.rglob("*.yaml")) if FAMILY.match(p.stem)}
-
-
-def family_table() -> dict[str, dict[str, str | None]]:
-    """stem -> (suffix -> None where it places, else why not), for every family of ``families()``."""
-    out = {}
-    for stem, path in families().items():
-        doc = yamledit.ModelYaml(path.read_text(encoding="utf-8"), path.name)
-        try:
-            out[stem] = support(doc)
-        except Exception as e:  # a YAML this release cannot build at all (a newer module)
-            out[stem] = {s: f"the base does not build: {e}" for s in registry.PLACEMENTS}
+        write_atomic(out, text)
     return out

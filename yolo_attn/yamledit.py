@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from .registry import BLOCKS, same_width, suggest
+from .registry import BLOCKS, did_you_mean, same_width
 
 POST_STAGE = {"SPPF", "SPP", "SPPELAN", "C2PSA", "C2fPSA", "PSA", "AIFI"}  # after the last stage, not a stage output
 ROLES = ("backbone-p2", "backbone-p3", "backbone-p4", "backbone-p5", "backbone-outputs", "backbone-last",
@@ -153,30 +153,6 @@ class ModelYaml:
         return self.rows[-1]
 
 
-def base_name_of(yaml_file: str | Path) -> str | None:
-    """yolov8s-cbam.yaml -> yolov8s.yaml: the Ultralytics family config at the same scale (None for a plain name)."""
-    m = re.match(r"^(yolo(?:v)?\d+)([nslmx])?(-[\w-]+)?\.ya?ml$", Path(yaml_file).name)
-    if not m or not m.group(3):
-        return None
-    return f"{m.group(1)}{m.group(2) or ''}.yaml"
-
-
-def resolve_base(name: str | Path) -> Path:
-    """A YAML path: an existing file, a shipped Ultralytics or yolo_attn config by bare name (scale letter allowed)."""
-    p = Path(name)
-    if p.is_file():
-        return p
-    from ultralytics.utils.checks import check_yaml
-
-    from .patch import find_config
-
-    for candidate in (str(name), re.sub(r"(\d+)([nslmx])(.+)?$", r"\1\3", str(name))):
-        found = find_config(candidate) or check_yaml(candidate, hard=False)
-        if found:
-            return Path(found)
-    raise YamlEditError(f"no model YAML named {str(name)!r} (not a file, not a shipped Ultralytics or yolo_attn config)")
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Probing a YAML: widths and strides of every layer
 # ----------------------------------------------------------------------------------------------------------------
@@ -220,9 +196,7 @@ def resolve_roles(doc: ModelYaml, roles: list[str], info: list | None = None) ->
     out = []
     for role in roles:
         if role not in ROLES:
-            close = suggest(role, list(ROLES))
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise YamlEditError(f"unknown role {role!r}{hint}; roles: {', '.join(ROLES)}")
+            raise YamlEditError(f"unknown role {role!r}; {did_you_mean(role, list(ROLES))}roles: {', '.join(ROLES)}")
         if role.startswith("neck") and not neck:
             raise RoleError(f"{role}: the model has no neck (its {head.module} head reads the backbone directly)")
         if role == "backbone-outputs":
@@ -299,9 +273,7 @@ def _stage_output(doc: ModelYaml, info, level: int) -> int:
 def _block(name: str):
     spec = BLOCKS.get(name)
     if spec is None:
-        close = suggest(name, list(BLOCKS))
-        hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise YamlEditError(f"unknown block {name!r}; {hint}blocks: {', '.join(BLOCKS)}")
+        raise YamlEditError(f"unknown block {name!r}; {did_you_mean(name, list(BLOCKS))}blocks: {', '.join(BLOCKS)}")
     return spec
 
 
