@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from conftest import FULL, perturb_constants
 
-from yolo_attn.modules import AFF, ASFF, CA, CBAM, DCN, MSCAM, SPD, C2f_DCN, SimAM, SPDConv, iAFF
+from yolo_attn.modules import AFF, ASFF, CA, CBAM, DCN, MSCAM, SPD, C2f_DCN, C2fWith, C3k2With, SimAM, SPDConv, iAFF
 from yolo_attn.modules._common import Conv1x1, ConvToOne, IdentityStart, max_along
 from yolo_attn.modules.conv import space_to_depth
 
@@ -58,6 +58,17 @@ CASES = {
     "AFF-equal": (
         lambda: AFF([24, 24]),
         lambda b, h, w: [torch.randn(b, 24, h, w), torch.randn(b, 24, h, w)],
+        lambda b, h, w: (b, 24, h, w),
+    ),
+    # composites: a host (Ultralytics' C2f / C3k2, C3k blocks included) with a block in every bottleneck
+    "C2f_CBAM": (
+        lambda: C2fWith(CBAM, {"reduction": 4}, 16, 24, 2, True),
+        lambda b, h, w: torch.randn(b, 16, h, w),
+        lambda b, h, w: (b, 24, h, w),
+    ),
+    "C3k2_CA-c3k": (
+        lambda: C3k2With(CA, {}, 16, 24, 1, True),
+        lambda b, h, w: torch.randn(b, 16, h, w),
         lambda b, h, w: (b, 24, h, w),
     ),
     "iAFF": (

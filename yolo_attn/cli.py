@@ -2,6 +2,7 @@
 
     yolo-attn list [--json] | --families [--markdown|--json]
     yolo-attn show NAME
+    yolo-attn check MODEL.yaml [--canonical]
     yolo-attn info MODEL [--imgsz 640] [--base BASE] [--json]
     yolo-attn insert BASE BLOCK (--after L1,L2 | --at ROLE,...) [--args "[...]"] (-o OUT | --in-place) [--identity-start]
     yolo-attn replace BASE --layers L1,L2 --with BLOCK (-o OUT | --in-place)
@@ -52,6 +53,22 @@ def resolve(name: str) -> names.Config:
         raise CliError(str(e).removeprefix("yolo_attn: ")) from None
 
 
+def cmd_check(args) -> int:
+    from . import check
+
+    resolve(args.model)  # a name nothing resolves: one line
+    report = check.check(args.model)
+    if args.canonical and not report.refused:
+        print(check.canonical_yaml(report), end="")
+    else:
+        print("\n".join(check.render(report)))
+    if report.refused:
+        print(f"yolo-attn: error: {args.model}: " + ("the model does not build" if report.failure else
+              f"{sum(bool(r.refusals) for r in report.rows)} row(s) refused") + " (see above)", file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
+
+
 def cmd_show(args) -> None:
     print(resolve(args.name).text(), end="")
 
@@ -81,6 +98,8 @@ def cmd_families(args) -> None:
 def cmd_list(args) -> None:
     if args.families:
         return cmd_families(args)
+    from .registry import aliases_of
+
     configs = ready_configs()
     rows = [
         {
@@ -91,6 +110,8 @@ def cmd_list(args) -> None:
             "example": spec.example,
             "class": f"{spec.cls.__module__}.{spec.cls.__name__}",
             "ready_configs": configs[spec.name],
+            "aliases": aliases_of(spec.name),
+            "composites": [f"C2f_{spec.name}", f"C3k2_{spec.name}"] if spec.preserves_width else [],
         }
         for spec in BLOCKS.values()
     ] + [
@@ -102,6 +123,8 @@ def cmd_list(args) -> None:
             "example": k.example,
             "class": f"{k.cls.__module__}.{k.cls.__name__}",
             "ready_configs": configs[k.name],
+            "aliases": [],
+            "composites": [],
         }
         for k in KEYS.values()
     ]
@@ -113,6 +136,10 @@ def cmd_list(args) -> None:
         what, args_ = ("YAML key", "values") if r["kind"] == "training" else ("YAML row", "args")
         print(f"{'':<19} {what}: {r['example']}   {args_} {r['yaml_args']}")
         print(f"{'':<19} ready configs: {', '.join(r['ready_configs']) or '-'}")
+        if r["aliases"]:
+            print(f"{'':<19} community names: {', '.join(r['aliases'])}")
+        if r["composites"]:
+            print(f"{'':<19} in C2f / C3k2 bottlenecks: {', '.join(r['composites'])}")
 
 
 def _load_model(spec: str):
@@ -317,6 +344,13 @@ def parser() -> argparse.ArgumentParser:
                    help="which config suffixes each Ultralytics model family supports (composed names)")
     s.add_argument("--markdown", action="store_true", help="with --families: a Markdown table")
     s.set_defaults(run=cmd_list)
+
+    s = sub.add_parser("check", help="how each row of a model YAML is read (community names and conventions), and "
+                       "the YAML rewritten in yolo_attn's dialect")  # fmt: skip
+    s.add_argument("model", help="a model YAML (path or name)")
+    s.add_argument("--canonical", action="store_true", help="print the whole YAML rewritten in yolo_attn's dialect "
+                   "(it builds the identical model)")  # fmt: skip
+    s.set_defaults(run=cmd_check)
 
     s = sub.add_parser("show", help="print the YAML a config name resolves to (a ready config or a composed name)")
     s.add_argument("name", help="a config name, e.g. yolo26n-cbam.yaml, yolo11s-seg-simam.yaml, rtdetr-l-ca.yaml")

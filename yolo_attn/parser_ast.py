@@ -7,7 +7,8 @@ as the closure variable ``_yolo_attn``:
 - the name lookup ``globals()[m]`` -> ``_yolo_attn.lookup(m, globals(), i)``;
 - the module chain ``if m in base_modules: ...`` (a set literal in 8.3.0) ->
   ``if _yolo_attn.handles(m): c2, args, n = _yolo_attn.parse(...) else: <Ultralytics' chain>``;
-- the construction ``m_ = ...`` -> ``try: m_ = ...; _yolo_attn.built(m_, d, i) except: _yolo_attn.build_failed(...)``.
+- the construction ``m_ = ...`` -> ``try: m_ = ...; _yolo_attn.built(m_, d, i) except: _yolo_attn.build_failed(...)``;
+- where the function has Ultralytics' ``legacy`` head flag (8.4), a ``C3k2_<Block>`` row clears it as C3k2 does.
 
 Ultralytics' ``base_modules`` sets are built inside the function, so this is the only way to give blocks their own
 channel rules. Before recompiling, the current function is compared with the file's source: if another add-on has
@@ -53,9 +54,11 @@ def _is_channel_chain(node) -> bool:
     )
 
 
-def _dispatch_first(loop: ast.For) -> int:
+def _dispatch_first(loop: ast.For, legacy: bool = False) -> int:
     """``if m in <chain>: ...``  ->  ``if _yolo_attn.handles(m): <the block's rule> else: <Ultralytics' chain>``, on
-    the loop's own statements only (the chain's branches hold further ``if m in {...}`` tests); returns the count."""
+    the loop's own statements only (the chain's branches hold further ``if m in {...}`` tests); returns the count.
+    ``legacy``: the function has the ``legacy`` flag (8.4) that Ultralytics clears for C3k2 rows, and so does a
+    ``C3k2_<Block>`` row (the head it builds depends on it)."""
     found = 0
     for k, stmt in enumerate(loop.body):
         if _is_channel_chain(stmt):
@@ -63,7 +66,8 @@ def _dispatch_first(loop: ast.For) -> int:
             new = ast.parse(
                 "if _yolo_attn.handles(m):\n"
                 "    c2, args, n = _yolo_attn.parse(i, f, n, m, args, ch, width, max_channels, d)\n"
-                "else:\n"
+                + ("    legacy = legacy and not _yolo_attn.clears_legacy(m)\n" if legacy else "")
+                + "else:\n"
                 "    pass\n"
             ).body[0]
             new.orelse = [stmt]
@@ -94,7 +98,7 @@ class _PatchParseModel(ast.NodeTransformer):
                 "    pass\n"
                 "    _yolo_attn.built(m_, d, i)\n"
                 "except Exception as _yolo_attn_error:\n"
-                "    _yolo_attn.build_failed(i, m, args, _yolo_attn_error)\n"
+                "    _yolo_attn.build_failed(i, m, args, _yolo_attn_error, d)\n"
                 "    raise\n"
             ).body[0]
             new.body[0] = node
@@ -147,7 +151,7 @@ def patched_parse_model(tasks, make_hooks: Callable[[frozenset], object]):
         raise hook_error(f"parse_model no longer defines {sorted(missing)}")
     loop = _layer_loop(fdef)
     patcher = _PatchParseModel()
-    dispatch = _dispatch_first(loop)
+    dispatch = _dispatch_first(loop, legacy="legacy" in assigned)
     loop.body = [patcher.visit(stmt) for stmt in loop.body]
     absent = [k for k, v in {"dispatch": dispatch, **patcher.found}.items() if v != 1]
     if absent:

@@ -26,6 +26,7 @@ range. Set ``YOLO_ATTN_DISABLE=1`` to stop the automatic activation at start-up 
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import re
@@ -34,8 +35,9 @@ import threading
 
 import torch
 
-from . import checkpoints, compose, names, parser_ast, registry, transfer
+from . import checkpoints, compose, dialects, names, parser_ast, registry, transfer
 from .modules._common import IdentityStart
+from .modules.composite import Composite
 from .releases import (NEWER_MODULES, NEWER_YAML_KEYS, SUPPORTED, YOLO26, UltralyticsHookError, UltralyticsTooOld,
                        at_least, hook_error, needs)  # fmt: skip
 
@@ -43,6 +45,56 @@ MARK = "__yolo_attn_patched__"
 
 _lock = threading.Lock()
 _active = False
+_logged: set = set()
+
+
+def _log_once(key, line: str) -> None:
+    """One log line per (model YAML, scale, layer, message) in a process: Ultralytics builds a model more than once.
+    Nothing while a recorder collects the decisions (``yolo-attn check`` reports them itself)."""
+    if key not in _logged and _recorder is None:
+        _logged.add(key)
+        from ultralytics.utils import LOGGER
+
+        LOGGER.info(line)
+
+
+class Recorder:
+    """The decisions on every row of ours in the models built while it is active (``yolo-attn check``). With
+    ``keep_going`` a refused row is recorded and built with its block's defaults, so every row gets a verdict."""
+
+    def __init__(self, keep_going: bool = True):
+        self.keep_going = keep_going
+        self.rows: list[tuple] = []  # (layer, decision or None, error or None)
+
+    def decided(self, layer, decision) -> None:
+        self.rows.append((layer, decision, None))
+
+    def refused(self, spec, alias, layer, error):
+        self.rows.append((layer, None, error))
+        values = spec.defaults()
+        if values.get("c2") is registry.REQUIRED:  # a width-changing block: its first arg, as written, if it is one
+            first = layer.args[0] if layer.args else None
+            values["c2"] = first if isinstance(first, (int, float)) and not isinstance(first, bool) and first > 0 else 64
+        if spec.inner is not None:
+            values["block_args"] = {}
+        return dialects.Decision(spec, values, dialects.Reading("refused", values), "")
+
+
+_recorder: Recorder | None = None
+
+
+@contextlib.contextmanager
+def recording(keep_going: bool = True):
+    """Record the row decisions of the models built inside the ``with`` (one recorder at a time)."""
+    global _recorder
+    with _lock:
+        if _recorder is not None:
+            raise RuntimeError("yolo_attn: a recording is already active")
+        _recorder = Recorder(keep_going)
+    try:
+        yield _recorder
+    finally:
+        _recorder = None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -52,7 +104,7 @@ class ParserHooks:
     """What the patched ``parse_model`` calls into yolo_attn (bound into it as the closure variable ``_yolo_attn``)."""
 
     def __init__(self, reads: frozenset = frozenset(NEWER_YAML_KEYS)):
-        self.by_class = {spec.cls: spec for spec in registry.BLOCKS.values()}
+        self.classes = frozenset(registry.block_classes())
         self.unread = {k: v for k, v in NEWER_YAML_KEYS.items() if k not in reads}  # keys this parse_model ignores
 
     def lookup(self, name: str, module_globals: dict, index: int):
@@ -65,34 +117,55 @@ class ParserHooks:
         if name in NEWER_MODULES:
             since, family = NEWER_MODULES[name]
             raise registry.UnknownBlockError(index, name, f"the {family} module {name} {needs(since)}")
-        known = list(registry.BLOCKS) + [
+        why = registry.composite_problem(name)
+        if why:
+            raise registry.UnknownBlockError(index, name, why)
+        known = registry.known_names() + [
             k for k, v in module_globals.items() if isinstance(v, type) and issubclass(v, torch.nn.Module)
         ]
         raise registry.UnknownBlockError(
             index,
             name,
-            f"unknown module name. {registry.did_you_mean(name, known)}yolo_attn blocks: {', '.join(registry.BLOCKS)}; "
-            "Ultralytics modules are named as in its own YAMLs, torch ones as nn.Name.",
+            f"unknown module name. {registry.did_you_mean(name, known)}yolo_attn blocks: {', '.join(registry.BLOCKS)} "
+            "(community names and C2f_/C3k2_ composites: yolo-attn list); Ultralytics modules are named as in its own "
+            "YAMLs, torch ones as nn.Name.",
         )
 
     def handles(self, m) -> bool:
-        return m in self.by_class
+        return m in self.classes
+
+    @staticmethod
+    def clears_legacy(m) -> bool:
+        """A C3k2 composite clears the head's legacy flag, as Ultralytics' parser does for C3k2 rows."""
+        return issubclass(m, registry.COMPOSITE_HOSTS["C3k2"][0])
 
     def parse(self, i, f, n, m, args, ch, width, max_channels, d):
-        """Apply the block's channel rule: returns (c2, constructor args, repeats)."""
-        spec = self.by_class[m]
-        yaml_n = (d.get("backbone", []) + d.get("head", []))[i][1]  # before depth scaling
-        layer = registry.Layer(i, f, n, spec.name, list(args), ch, width, max_channels, yaml_n)
+        """Read the row (``dialects.read``) and apply the block's channel rule: returns (c2, constructor args, n)."""
+        row = (d.get("backbone", []) + d.get("head", []))[i]
+        spec, alias = registry.lookup(row[2])
+        layer = registry.Layer(i, f, n, row[2], list(args), ch, width, max_channels, row[1], d.get("scale"))
         for x in [f] if isinstance(f, int) else f if isinstance(f, (list, tuple)) else []:
             if isinstance(x, int) and not -len(ch) <= x < len(ch):  # len(ch) == i: only earlier layers
                 raise layer.error(f"'from' index {x} does not name an earlier layer (valid: -1 or 0..{i - 1})")
-        return spec.build_args(layer)
+        try:
+            decision = dialects.read(spec, alias, layer)
+        except registry.LayerError as e:
+            if _recorder is None or not _recorder.keep_going:
+                raise
+            decision = _recorder.refused(spec, alias, layer, e)
+        else:
+            if _recorder is not None:
+                _recorder.decided(layer, decision)
+        if decision.conversion:
+            _log_once((d.get("yaml_file"), d.get("scale"), i, decision.conversion),
+                      f"yolo_attn: YAML layer {i} ({row[2]}): {decision.conversion}")  # fmt: skip
+        return spec.rule(layer, decision.values)
 
     def built(self, module, d: dict, i: int | None = None) -> None:
         """After construction of layer ``i``: arm the identity start of the layer's blocks when the YAML asks for it
-        (only the layer itself or its repeats, not blocks nested inside it: AFF's MS-CAMs are used through
-        ``weights()``, so gates there would be parameters without gradients); give the RT-DETR head its query
-        recollection decoder when the YAML says ``sqr:``."""
+        (the layer itself, its repeats and a composite's bottleneck blocks; not blocks nested inside another block:
+        AFF's MS-CAMs are used through ``weights()``, so gates there would be parameters without gradients); give
+        the RT-DETR head its query recollection decoder when the YAML says ``sqr:``."""
         for key, (since, what) in self.unread.items():
             if key in d:  # this release would build the model without it: a different model, silently
                 raise UltralyticsTooOld(f"yolo_attn: model YAML key {key!r} ({what}) {needs(since)}")
@@ -100,7 +173,7 @@ class ParserHooks:
             self.recollect(module, d, i)
         if d.get("identity_start"):
             for m in module if isinstance(module, torch.nn.Sequential) else [module]:
-                if isinstance(m, IdentityStart):
+                if isinstance(m, (IdentityStart, Composite)):
                     m.identity_start()
 
     @staticmethod
@@ -125,15 +198,21 @@ class ParserHooks:
             )  # fmt: skip
         module.decoder = SQRDecoder(module.decoder, mode)
 
-    def build_failed(self, i, m, args, exc: Exception) -> None:
+    def build_failed(self, i, m, args, exc: Exception, d: dict | None = None) -> None:
         """Re-raise a failed construction of one of our blocks as a LayerError; other modules' errors pass."""
-        spec = self.by_class.get(m)
-        if spec is None or isinstance(exc, (registry.LayerError, UltralyticsTooOld)):
+        if m not in self.classes or isinstance(exc, (registry.LayerError, UltralyticsTooOld)):
             return
+        name = (d.get("backbone", []) + d.get("head", []))[i][2] if d else m.__name__
+        spec = registry.get(name) if isinstance(name, str) else None
+        block = spec.inner if spec is not None and spec.inner else spec.name if spec is not None else m.__name__
         msg = str(exc)
-        prefix = f"{spec.name}: "
-        msg = msg[len(prefix) :] if msg.startswith(prefix) else f"could not be built from args {args}: {msg}"
-        raise registry.LayerError(i, spec.name, msg) from exc
+        for prefix in (f"{block}: ", f"{m.__name__}: "):
+            if msg.startswith(prefix):
+                msg = msg[len(prefix) :]
+                break
+        else:
+            msg = f"could not be built from args {args}: {msg}"
+        raise registry.LayerError(i, name, msg) from exc
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -1,20 +1,26 @@
-"""The registry: YAML names -> block classes and the channel rule the model parser applies to each.
+"""The registry: YAML names -> blocks, their arguments (as data), channel rules, community aliases and placements.
 
-A channel rule turns one YAML row into the constructor arguments and the output width reported to the next layer,
-the way Ultralytics' ``parse_model`` does for its own modules:
+A block's YAML arguments are a table of ``Arg``s: name, kind, default and valid range. A row's positional arguments
+fill the table in order; a trailing mapping (``[-1, 1, CBAM, [{reduction: 8}]]``) gives them by name. How a row
+of another dialect is read (``[-1, 1, CBAM, [1024]]``) is ``yolo_attn.dialects``'s job; it reads through these tables.
 
-- ``same_width``: channel-preserving block; args = [c1, *yaml_args], output width c1.
+A channel rule turns the row's values into the constructor arguments and the output width reported to the next
+layer, the way Ultralytics' ``parse_model`` does for its own modules:
+
+- ``same_width``: channel-preserving block; args = [c1, *values], output width c1.
 - ``conv_width``: width scaled like ``Conv``, c2 = make_divisible(min(c2, max_channels) * width, 8);
-  args = [c1, c2, *rest]; repeat blocks also get the depth-scaled repeat count at args[2].
+  args = [c1, c2, *rest]; ``conv_width_repeat`` also passes the depth-scaled repeat count at args[2].
 - ``fused_width``: multi-input block; ``from`` is a list, c1 = [widths of every input]; c2 scaled like ``Conv``.
-- ``fused_width_or_equal``: as ``fused_width``, but c2 may be omitted when all inputs have the same width.
+- ``fused_width_or_equal``: as ``fused_width``, but c2 may be omitted when both inputs have the same width.
 - ``space_to_depth_width``: output width c1 * scale^2.
+- ``composite``: ``C2f_<Block>`` / ``C3k2_<Block>``, the host's own rule with the block inside (modules/composite).
 """
 
 from __future__ import annotations
 
 import difflib
 import inspect
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -22,6 +28,7 @@ from typing import Callable
 from ultralytics.utils.ops import make_divisible
 
 from . import modules as M
+from .modules import composite as _composite
 from .modules import sqr as _sqr
 
 
@@ -47,6 +54,136 @@ class UnknownBlockError(LayerError, KeyError):
     __str__ = ValueError.__str__  # KeyError would quote the message
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Arguments
+# ----------------------------------------------------------------------------------------------------------------
+class _Marker:
+    def __init__(self, text: str):
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+REQUIRED = _Marker("required")
+SAME = _Marker("same")  # a width that defaults to the input's (ACmix written without c2 keeps the width)
+MAX_RATIO = 64  # a reduction ratio above this is not a reduction (community rows put widths, 128-2048, there)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One YAML argument of a block: its name, kind, default and valid range.
+
+    Kinds: ``int`` (lo..hi), ``ratio`` (a reduction: 1..64, leaving at least one of the block's channels),
+    ``kernel`` (odd, 1..hi; ``None`` allowed where the default is None), ``number`` (a real in the interval, ends
+    open or closed), ``flag`` (true/false), ``choice`` (one of ``choices``), ``width`` (a channel count >= 8;
+    ``None`` or ``SAME`` where that is the default), ``padding`` (None or an int >= 0).
+    """
+
+    name: str
+    kind: str
+    default: object = REQUIRED
+    lo: float | None = None
+    hi: float | None = None
+    choices: tuple = ()
+    closed: tuple = (True, True)  # numbers: is lo, is hi part of the interval
+    label: str = ""  # how messages name it, when not its name
+    note: str = ""  # shown after the default in the signature, e.g. "adaptive"
+
+    def problem(self, v, c: int | None = None) -> str | None:
+        """Why ``v`` is not a valid value for a block whose channels are ``c`` (None: unknown), or None."""
+        name = self.label or self.name
+        if v is self.default and v in (None, SAME):
+            return None
+        if self.kind in ("int", "ratio"):
+            if not _is_int(v) or (self.lo is not None and v < self.lo):
+                return f"{name} must be an integer >= {self.lo if self.lo is not None else 1}, got {v!r}"
+            if self.hi is not None and v > self.hi:
+                return f"{name} must be at most {self.hi:g}, got {v!r}"
+            if self.kind == "ratio" and c is not None and c // v < 1:
+                return f"{name} must leave at least one of the {c} channels (at most {c}), got {v!r}"
+        elif self.kind == "kernel":
+            if not _is_int(v) or v < (self.lo or 1):
+                return f"{name} must be an odd integer >= {int(self.lo or 1)}, got {v!r}"
+            if v % 2 == 0:
+                return f"{name} must be odd to keep H x W, got {v!r}"
+            if self.hi is not None and v > self.hi:
+                return f"{name} must be at most {self.hi:g}, got {v!r}"
+        elif self.kind == "number":
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+            lo_ok = self.lo is None or (ok and (v >= self.lo if self.closed[0] else v > self.lo))
+            hi_ok = self.hi is None or (ok and (v <= self.hi if self.closed[1] else v < self.hi))
+            if not (ok and lo_ok and hi_ok):
+                return f"{name} must be a number in {self.interval()}, got {v!r}"
+        elif self.kind == "flag":
+            if not isinstance(v, bool):
+                return f"{name} must be true or false, got {v!r}"
+        elif self.kind == "choice":
+            if v not in self.choices:
+                return f"{name} must be one of {', '.join(map(str, self.choices))}, got {v!r}"
+        elif self.kind == "width":
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 8:
+                return f"{name} must be a width (a channel count >= 8), got {v!r}"
+        elif self.kind == "padding":
+            if v is not None and (not _is_int(v) or v < 0):
+                return f"{name} must be null (same padding) or an integer >= 0, got {v!r}"
+        return None
+
+    def interval(self) -> str:
+        lo = "-inf" if self.lo is None else f"{self.lo:g}"
+        hi = "inf" if self.hi is None else f"{self.hi:g}"
+        return f"{'[' if self.closed[0] and self.lo is not None else '('}{lo}, {hi}{']' if self.closed[1] and self.hi is not None else ')'}"
+
+    def spelled(self) -> str:
+        """'reduction=16', 'c2', 'kernel_size=None (adaptive)': as the signature shows it."""
+        if self.default is REQUIRED:
+            return self.name
+        default = "1e-4" if self.default == 1e-4 else self.default
+        return f"{self.name}={default}" + (f" ({self.note})" if self.note else "")
+
+
+def ratio(name: str = "reduction", default: int = 16) -> Arg:
+    return Arg(name, "ratio", default, 1, MAX_RATIO)
+
+
+def kernel(name: str = "kernel_size", default: int | None = 7, hi: int = 31, lo: int = 1, note: str = "") -> Arg:
+    return Arg(name, "kernel", default, lo, hi, note=note)
+
+
+def count(name: str, default: int = 1, lo: int = 1, hi: int | None = None, label: str = "") -> Arg:
+    return Arg(name, "int", default, lo, hi, label=label)
+
+
+def number(name: str, default: float, lo: float | None = None, hi: float | None = None,
+           closed: tuple = (False, False)) -> Arg:  # fmt: skip
+    return Arg(name, "number", default, lo, hi, closed=closed)
+
+
+def flag(name: str, default: bool) -> Arg:
+    return Arg(name, "flag", default)
+
+
+def choice(name: str, default: str, *options: str) -> Arg:
+    return Arg(name, "choice", default, choices=options)
+
+
+def width(name: str = "c2", default=REQUIRED) -> Arg:
+    return Arg(name, "width", default)
+
+
+def conv_args(*extra: Arg, k: int = 3, s: int = 1, c2=REQUIRED) -> tuple[Arg, ...]:
+    """The arguments of an Ultralytics ``Conv`` a block replaces, [c2, k, s, p, g, d, act], then its own."""
+    return (width("c2", c2), count("k", k), count("s", s), Arg("p", "padding", None), count("g"), count("d"),
+            flag("act", True), *extra)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Rows and channel rules
+# ----------------------------------------------------------------------------------------------------------------
 @dataclass
 class Layer:
     """One YAML row as the parser sees it: index, 'from', repeats, block name, args, and the widths so far."""
@@ -60,6 +197,7 @@ class Layer:
     width: float
     max_channels: float
     yaml_n: int = 1  # repeats as written in the YAML, before depth scaling
+    scale: str | None = None  # the model's scale letter, when it has one
 
     def error(self, message: str) -> LayerError:
         return LayerError(self.index, self.name, message)
@@ -80,6 +218,12 @@ class Layer:
             raise self.error(f"expects {want} inputs in 'from', got {len(f)}: {list(f)}")
         return [self.ch[x] for x in f]
 
+    def input_width(self) -> int | None:
+        """The width a block's reductions apply to: its input's (the narrowest of several), None if unknown."""
+        fs = [self.f] if isinstance(self.f, int) else self.f if isinstance(self.f, (list, tuple)) else []
+        widths = [self.ch[x] for x in fs if isinstance(x, int) and -len(self.ch) <= x < len(self.ch)]
+        return min(widths) if widths else None
+
     def scaled(self, c2) -> int:
         """Output width scaled exactly like ``Conv``'s."""
         if isinstance(c2, bool) or not isinstance(c2, (int, float)) or c2 <= 0:
@@ -91,38 +235,36 @@ class Layer:
             raise self.error(f"repeats must be 1 for this block (it changes width or fuses inputs), got {self.yaml_n}")
 
 
-ChannelRule = Callable[[Layer], "tuple[int, list, int]"]  # Layer -> (c2, constructor args, repeats)
+ChannelRule = Callable[[Layer, dict], "tuple[int, list, int]"]  # (Layer, values) -> (c2, constructor args, repeats)
 
 
-def same_width(layer: Layer):
+def _rest(values: dict, *skip: str) -> list:
+    return [v for k, v in values.items() if k not in skip]
+
+
+def same_width(layer: Layer, values: dict):
     c1 = layer.single_input()
-    return c1, [c1, *layer.args], layer.n
+    return c1, [c1, *values.values()], layer.n
 
 
-def conv_width(layer: Layer):
+def conv_width(layer: Layer, values: dict):
     c1 = layer.single_input()
     layer.single_repeat()
-    if not layer.args:
-        raise layer.error("needs the output width as its first argument, like Conv: [c2, ...]")
-    c2 = layer.scaled(layer.args[0])
-    return c2, [c1, c2, *layer.args[1:]], 1
+    c2 = c1 if values["c2"] is SAME else layer.scaled(values["c2"])
+    return c2, [c1, c2, *_rest(values, "c2")], 1
 
 
-def conv_width_repeat(layer: Layer):
+def conv_width_repeat(layer: Layer, values: dict):
     c1 = layer.single_input()
-    if not layer.args:
-        raise layer.error("needs the output width as its first argument, like C2f: [c2, ...]")
-    c2 = layer.scaled(layer.args[0])
-    return c2, [c1, c2, layer.n, *layer.args[1:]], 1
+    c2 = layer.scaled(values["c2"])
+    return c2, [c1, c2, layer.n, *_rest(values, "c2")], 1
 
 
-def _fused(layer: Layer, count: int | None, optional_c2: bool):
+def _fused(layer: Layer, values: dict, count: int | None):
     c1 = layer.inputs(count)
     layer.single_repeat()
-    if layer.args and layer.args[0] is not None:
-        c2 = layer.scaled(layer.args[0])
-    elif not optional_c2:
-        raise layer.error(f"needs the output width as its first argument: [c2, ...]; inputs have widths {c1}")
+    if values["c2"] is not None:
+        c2 = layer.scaled(values["c2"])
     elif len(set(c1)) == 1:
         c2 = c1[0]
     else:
@@ -130,30 +272,30 @@ def _fused(layer: Layer, count: int | None, optional_c2: bool):
             f"inputs have different widths {c1}; give an output width [c2] (each input is projected to it by a "
             "1x1 Conv) or feed inputs of equal width"
         )
-    return c2, [c1, c2, *layer.args[1:]], 1
+    return c2, [c1, c2, *_rest(values, "c2")], 1
 
 
-def fused_width(layer: Layer):
-    return _fused(layer, None, optional_c2=False)
+def fused_width(layer: Layer, values: dict):
+    return _fused(layer, values, None)
 
 
-def fused_width_or_equal(layer: Layer):
-    return _fused(layer, 2, optional_c2=True)
+def fused_width_or_equal(layer: Layer, values: dict):
+    return _fused(layer, values, 2)
 
 
-def space_to_depth_width(layer: Layer):
+def space_to_depth_width(layer: Layer, values: dict):
     c1 = layer.single_input()
     layer.single_repeat()
-    scale = layer.args[0] if layer.args else 2
-    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 2:
-        raise layer.error(f"scale must be an integer >= 2, got {scale!r}")
-    return c1 * scale * scale, [c1, *layer.args], 1
+    return c1 * values["scale"] ** 2, [c1, values["scale"]], 1
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Blocks
+# ----------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class BlockSpec:
     """A registered block: its YAML name, class, channel rule, kind, title, paper (the one citation of the block:
-    ``yolo-attn list``, config headers) and YAML argument signature."""
+    ``yolo-attn list``, config headers), argument table and an example row."""
 
     name: str
     cls: type
@@ -161,20 +303,21 @@ class BlockSpec:
     kind: str
     title: str
     paper: str
-    yaml_args: str
+    args: tuple[Arg, ...]
     example: str
+    inner: str | None = None  # composites: the block inside their bottlenecks
+    block_args: tuple[Arg, ...] = ()  # composites: the inner block's table (the row's trailing mapping)
 
-    def build_args(self, layer: Layer) -> tuple[int, list, int]:
-        """Apply the channel rule, then check the result against the constructor's signature."""
-        c2, args, n = self.rule(layer)
-        try:
-            inspect.signature(self.cls).bind(*args)
-        except TypeError:
-            got = layer.args
-            raise layer.error(
-                f"got YAML args {got!r}; expected {self.yaml_args} (the input width is filled in from 'from')"
-            ) from None
-        return c2, args, n
+    @property
+    def yaml_args(self) -> str:
+        return "[" + ", ".join(a.spelled() for a in self.args) + "]"
+
+    @property
+    def preserves_width(self) -> bool:
+        return self.rule is same_width
+
+    def defaults(self) -> dict:
+        return {a.name: a.default for a in self.args}
 
 
 BLOCKS: dict[str, BlockSpec] = {}
@@ -186,10 +329,6 @@ def register(spec: BlockSpec) -> BlockSpec:
         raise ValueError(f"yolo_attn: block name {spec.name!r} is already registered to {BLOCKS[spec.name].cls}")
     BLOCKS[spec.name] = spec
     return spec
-
-
-def get(name: str) -> BlockSpec | None:
-    return BLOCKS.get(name)
 
 
 def suggest(name: str, known: list[str]) -> list[str]:
@@ -206,172 +345,285 @@ def did_you_mean(name: str, known: list[str]) -> str:
     return f"did you mean {', '.join(close)}? " if close else ""
 
 
+_AFF = 'Dai, Gieseke, Oehmcke, Wu, Barnard, "Attentional Feature Fusion", WACV 2021'
+_VAN = 'Guo, Lu, Liu, Cheng, Hu, "Visual Attention Network", Computational Visual Media 2023 (arXiv 2202.09741)'
+_DANET = 'Fu, Liu, Tian, Li, Bao, Fang, Lu, "Dual Attention Network for Scene Segmentation", CVPR 2019'
+_PSA = ('Liu, Liu, Fan, Huang, "Polarized Self-Attention: Towards High-quality Pixel-wise Regression", arXiv '
+        '2107.00782, 2021')  # fmt: skip
+_RGA = 'Zhang, Lan, Zeng, Jin, Chen, "Relation-Aware Global Attention for Person Re-identification", CVPR 2020'
+_CFNET = 'Zhang, Li, Li, Hu, "CFNet: Cascade Fusion Network for Dense Prediction", arXiv 2302.06052, 2023'
+_SPD = ('Sunkara, Luo, "No More Strided Convolutions or Pooling: A New CNN Building Block for Low-Resolution Images '
+        'and Small Objects", ECML-PKDD 2022')  # fmt: skip
+_DCN = 'Zhu, Hu, Lin, Dai, "Deformable ConvNets v2: More Deformable, Better Results", CVPR 2019'
+_RGA_ARGS = (count("size", 20, lo=2), ratio("s1", 8), ratio("s2", 8))
+
 _A, _F, _C = "attention", "fusion", "conv"
 for _spec in (
     # attention.py
-    BlockSpec("CA", M.CA, same_width, _A,
-              'Coordinate Attention (CA)',
+    BlockSpec("CA", M.CA, same_width, _A, "Coordinate Attention (CA)",
               'Hou, Zhou, Feng, "Coordinate Attention for Efficient Mobile Network Design", CVPR 2021',
-              "[reduction=32, min_mid=8]", "[-1, 1, CA, []]"),
-    BlockSpec("SimAM", M.SimAM, same_width, _A,
-              'SimAM',
-              'Yang, Zhang, Li, Xie, "SimAM: A Simple, Parameter-Free Attention Module for Convolutional Neural Networks", ICML 2021',
-              "[e_lambda=1e-4]", "[-1, 1, SimAM, []]"),
-    BlockSpec("CBAM", M.CBAM, same_width, _A,
-              'CBAM',
+              (ratio("reduction", 32), count("min_mid", 8)), "[-1, 1, CA, []]"),
+    BlockSpec("SimAM", M.SimAM, same_width, _A, "SimAM",
+              'Yang, Zhang, Li, Xie, "SimAM: A Simple, Parameter-Free Attention Module for Convolutional Neural '
+              'Networks", ICML 2021',
+              (number("e_lambda", 1e-4, 0, 1),), "[-1, 1, SimAM, []]"),
+    BlockSpec("CBAM", M.CBAM, same_width, _A, "CBAM",
               'Woo, Park, Lee, Kweon, "CBAM: Convolutional Block Attention Module", ECCV 2018',
-              "[reduction=16, kernel_size=7]", "[-1, 1, CBAM, []]"),
-    BlockSpec("MSCAM", M.MSCAM, same_width, _A,
-              'multi-scale channel attention of AFF (MS-CAM)',
-              'Dai, Gieseke, Oehmcke, Wu, Barnard, "Attentional Feature Fusion", WACV 2021',
-              "[reduction=4]", "[-1, 1, MSCAM, []]"),
+              (ratio(), kernel()), "[-1, 1, CBAM, []]"),
+    BlockSpec("MSCAM", M.MSCAM, same_width, _A, "multi-scale channel attention of AFF (MS-CAM)", _AFF,
+              (ratio("reduction", 4),), "[-1, 1, MSCAM, []]"),
     # channel.py
-    BlockSpec("SE", M.SE, same_width, _A,
-              'Squeeze-and-Excitation (SE)',
-              'Hu, Shen, Sun, "Squeeze-and-Excitation Networks", CVPR 2018',
-              "[reduction=16]", "[-1, 1, SE, []]"),
-    BlockSpec("ECA", M.ECA, same_width, _A,
-              'Efficient Channel Attention (ECA)',
-              'Wang, Wu, Zhu, Li, Zuo, Hu, "ECA-Net: Efficient Channel Attention for Deep Convolutional Neural Networks", CVPR 2020',
-              "[kernel_size=None (adaptive), gamma=2, b=1]", "[-1, 1, ECA, []]"),
-    BlockSpec("GAM", M.GAM, same_width, _A,
-              'Global Attention Mechanism (GAM)',
-              'Liu, Shao, Hoffmann, "Global Attention Mechanism: Retain Information to Enhance Channel-Spatial Interactions", arXiv 2112.05561, 2021',
-              "[reduction=4]", "[-1, 1, GAM, []]"),
-    BlockSpec("GCBlock", M.GCBlock, same_width, _A,
-              'Global Context block (GC)',
-              'Cao, Xu, Lin, Wei, Hu, "GCNet: Non-local Networks Meet Squeeze-Excitation Networks and Beyond", ICCVW 2019 / TPAMI 2020',
-              "[reduction=16]", "[-1, 1, GCBlock, []]"),
-    BlockSpec("scSE", M.scSE, same_width, _A,
-              'concurrent spatial and channel SE (scSE)',
-              'Roy, Navab, Wachinger, "Concurrent Spatial and Channel Squeeze & Excitation in Fully Convolutional Networks", MICCAI 2018 / IEEE TMI 2019',
-              "[reduction=2, aggregation=max]", "[-1, 1, scSE, []]"),
-    BlockSpec("BAM", M.BAM, same_width, _A,
-              'Bottleneck Attention Module (BAM)',
+    BlockSpec("SE", M.SE, same_width, _A, "Squeeze-and-Excitation (SE)",
+              'Hu, Shen, Sun, "Squeeze-and-Excitation Networks", CVPR 2018', (ratio(),), "[-1, 1, SE, []]"),
+    BlockSpec("ECA", M.ECA, same_width, _A, "Efficient Channel Attention (ECA)",
+              'Wang, Wu, Zhu, Li, Zuo, Hu, "ECA-Net: Efficient Channel Attention for Deep Convolutional Neural '
+              'Networks", CVPR 2020',
+              (kernel("kernel_size", None, note="adaptive"), number("gamma", 2, 0), number("b", 1)), "[-1, 1, ECA, []]"),
+    BlockSpec("GAM", M.GAM, same_width, _A, "Global Attention Mechanism (GAM)",
+              'Liu, Shao, Hoffmann, "Global Attention Mechanism: Retain Information to Enhance Channel-Spatial '
+              'Interactions", arXiv 2112.05561, 2021',
+              (ratio("reduction", 4),), "[-1, 1, GAM, []]"),
+    BlockSpec("GCBlock", M.GCBlock, same_width, _A, "Global Context block (GC)",
+              'Cao, Xu, Lin, Wei, Hu, "GCNet: Non-local Networks Meet Squeeze-Excitation Networks and Beyond", ICCVW '
+              '2019 / TPAMI 2020',
+              (ratio(),), "[-1, 1, GCBlock, []]"),
+    BlockSpec("scSE", M.scSE, same_width, _A, "concurrent spatial and channel SE (scSE)",
+              'Roy, Navab, Wachinger, "Concurrent Spatial and Channel Squeeze & Excitation in Fully Convolutional '
+              'Networks", MICCAI 2018 / IEEE TMI 2019',
+              (ratio("reduction", 2), choice("aggregation", "max", *M.scSE.AGGREGATIONS)), "[-1, 1, scSE, []]"),
+    BlockSpec("BAM", M.BAM, same_width, _A, "Bottleneck Attention Module (BAM)",
               'Park, Woo, Lee, Kweon, "BAM: Bottleneck Attention Module", BMVC 2018',
-              "[reduction=16, dilation=4]", "[-1, 1, BAM, []]"),
+              (ratio(), count("dilation", 4)), "[-1, 1, BAM, []]"),
     # spatial.py
-    BlockSpec("TripletAttention", M.TripletAttention, same_width, _A,
-              'Triplet Attention',
+    BlockSpec("TripletAttention", M.TripletAttention, same_width, _A, "Triplet Attention",
               'Misra, Nalamada, Arasanipalai, Hou, "Rotate to Attend: Convolutional Triplet Attention Module", WACV 2021',
-              "[kernel_size=7]", "[-1, 1, TripletAttention, []]"),
-    BlockSpec("StripPooling", M.StripPooling, same_width, _A,
-              'Strip Pooling (SPM)',
+              (kernel(),), "[-1, 1, TripletAttention, []]"),
+    BlockSpec("StripPooling", M.StripPooling, same_width, _A, "Strip Pooling (SPM)",
               'Hou, Zhang, Cheng, Feng, "Strip Pooling: Rethinking Spatial Pooling for Scene Parsing", CVPR 2020',
-              "[]", "[-1, 1, StripPooling, []]"),
-    BlockSpec("LKA", M.LKA, same_width, _A,
-              'large kernel attention of VAN (LKA)',
-              'Guo, Lu, Liu, Cheng, Hu, "Visual Attention Network", Computational Visual Media 2023 (arXiv 2202.09741)',
-              "[kernel_size=21, dilation=3]", "[-1, 1, LKA, []]"),
-    BlockSpec("VANAttention", M.VANAttention, same_width, _A,
-              'Visual Attention Network attention unit (LKA)',
-              'Guo, Lu, Liu, Cheng, Hu, "Visual Attention Network", Computational Visual Media 2023 (arXiv 2202.09741)',
-              "[kernel_size=21, dilation=3]", "[-1, 1, VANAttention, []]"),
-    BlockSpec("STN", M.STN, same_width, _A,
-              'Spatial Transformer (STN)',
+              (), "[-1, 1, StripPooling, []]"),
+    BlockSpec("LKA", M.LKA, same_width, _A, "large kernel attention of VAN (LKA)", _VAN,
+              (count("kernel_size", 21, lo=3, hi=99), count("dilation", 3)), "[-1, 1, LKA, []]"),
+    BlockSpec("VANAttention", M.VANAttention, same_width, _A, "Visual Attention Network attention unit (LKA)", _VAN,
+              (count("kernel_size", 21, lo=3, hi=99), count("dilation", 3)), "[-1, 1, VANAttention, []]"),
+    BlockSpec("STN", M.STN, same_width, _A, "Spatial Transformer (STN)",
               'Jaderberg, Simonyan, Zisserman, Kavukcuoglu, "Spatial Transformer Networks", NeurIPS 2015',
-              "[reduction=8]", "[-1, 1, STN, []]"),
-    BlockSpec("ResidualAttention", M.ResidualAttention, same_width, _A,
-              'Residual Attention',
-              'Wang, Jiang, Qian, Yang, Li, Zhang, Wang, Tang, "Residual Attention Network for Image Classification", CVPR 2017',
-              "[levels=2, p=1, t=2, r=1]", "[-1, 1, ResidualAttention, [2]]"),
+              (ratio("reduction", 8),), "[-1, 1, STN, []]"),
+    BlockSpec("ResidualAttention", M.ResidualAttention, same_width, _A, "Residual Attention",
+              'Wang, Jiang, Qian, Yang, Li, Zhang, Wang, Tang, "Residual Attention Network for Image Classification", '
+              'CVPR 2017',
+              (count("levels", 2, hi=6), count("p", 1, lo=0, hi=8), count("t", 2, hi=8), count("r", 1, hi=8)),
+              "[-1, 1, ResidualAttention, [2]]"),
     # selfattn.py
-    BlockSpec("PAM", M.PAM, same_width, _A,
-              'DANet position attention module (PAM)',
-              'Fu, Liu, Tian, Li, Bao, Fang, Lu, "Dual Attention Network for Scene Segmentation", CVPR 2019',
-              "[reduction=8]", "[-1, 1, PAM, []]"),
-    BlockSpec("CAM", M.CAM, same_width, _A,
-              'DANet channel attention module (CAM)',
-              'Fu, Liu, Tian, Li, Bao, Fang, Lu, "Dual Attention Network for Scene Segmentation", CVPR 2019',
-              "[]", "[-1, 1, CAM, []]"),
-    BlockSpec("DABlock", M.DABlock, same_width, _A,
-              'DANet dual attention (DABlock: PAM + CAM)',
-              'Fu, Liu, Tian, Li, Bao, Fang, Lu, "Dual Attention Network for Scene Segmentation", CVPR 2019',
-              "[reduction=4]", "[-1, 1, DABlock, []]"),
-    BlockSpec("PSA_p", M.PSA_p, same_width, _A,
-              'Polarized Self-Attention, parallel (PSA_p)',
-              'Liu, Liu, Fan, Huang, "Polarized Self-Attention: Towards High-quality Pixel-wise Regression", arXiv 2107.00782, 2021',
-              "[]", "[-1, 1, PSA_p, []]"),
-    BlockSpec("PSA_s", M.PSA_s, same_width, _A,
-              'Polarized Self-Attention, sequential (PSA_s)',
-              'Liu, Liu, Fan, Huang, "Polarized Self-Attention: Towards High-quality Pixel-wise Regression", arXiv 2107.00782, 2021',
-              "[]", "[-1, 1, PSA_s, []]"),
-    BlockSpec("RGA_S", M.RGA_S, same_width, _A,
-              'Relation-Aware Global Attention, spatial (RGA-S)',
-              'Zhang, Lan, Zeng, Jin, Chen, "Relation-Aware Global Attention for Person Re-identification", CVPR 2020',
-              "[size=20, s1=8, s2=8]", "[-1, 1, RGA_S, [20]]"),
-    BlockSpec("RGA_C", M.RGA_C, same_width, _A,
-              'Relation-Aware Global Attention, channel (RGA-C)',
-              'Zhang, Lan, Zeng, Jin, Chen, "Relation-Aware Global Attention for Person Re-identification", CVPR 2020',
-              "[size=20, s1=8, s2=8]", "[-1, 1, RGA_C, [20]]"),
-    BlockSpec("RGA", M.RGA, same_width, _A,
-              'Relation-Aware Global Attention (RGA-SC)',
-              'Zhang, Lan, Zeng, Jin, Chen, "Relation-Aware Global Attention for Person Re-identification", CVPR 2020',
-              "[size=20, s1=8, s2=8]", "[-1, 1, RGA, [20]]"),
+    BlockSpec("PAM", M.PAM, same_width, _A, "DANet position attention module (PAM)", _DANET,
+              (ratio("reduction", 8),), "[-1, 1, PAM, []]"),
+    BlockSpec("CAM", M.CAM, same_width, _A, "DANet channel attention module (CAM)", _DANET, (), "[-1, 1, CAM, []]"),
+    BlockSpec("DABlock", M.DABlock, same_width, _A, "DANet dual attention (DABlock: PAM + CAM)", _DANET,
+              (ratio("reduction", 4),), "[-1, 1, DABlock, []]"),
+    BlockSpec("PSA_p", M.PSA_p, same_width, _A, "Polarized Self-Attention, parallel (PSA_p)", _PSA, (),
+              "[-1, 1, PSA_p, []]"),
+    BlockSpec("PSA_s", M.PSA_s, same_width, _A, "Polarized Self-Attention, sequential (PSA_s)", _PSA, (),
+              "[-1, 1, PSA_s, []]"),
+    BlockSpec("RGA_S", M.RGA_S, same_width, _A, "Relation-Aware Global Attention, spatial (RGA-S)", _RGA, _RGA_ARGS,
+              "[-1, 1, RGA_S, [20]]"),
+    BlockSpec("RGA_C", M.RGA_C, same_width, _A, "Relation-Aware Global Attention, channel (RGA-C)", _RGA, _RGA_ARGS,
+              "[-1, 1, RGA_C, [20]]"),
+    BlockSpec("RGA", M.RGA, same_width, _A, "Relation-Aware Global Attention (RGA-SC)", _RGA, _RGA_ARGS,
+              "[-1, 1, RGA, [20]]"),
     BlockSpec("FANChannelAttention", M.FANChannelAttention, same_width, _A,
-              'Fully Attentional Networks channel processing (FAN)',
-              'Zhou, Yu, Xie, Xiao, Anandkumar, Feng, Alvarez, "Understanding The Robustness in Vision Transformers", ICML 2022',
-              "[num_heads=8, mlp_ratio=4.0, qkv_bias=True, eta=1.0]", "[-1, 1, FANChannelAttention, []]"),
+              "Fully Attentional Networks channel processing (FAN)",
+              'Zhou, Yu, Xie, Xiao, Anandkumar, Feng, Alvarez, "Understanding The Robustness in Vision Transformers", '
+              'ICML 2022',
+              (count("num_heads", 8, hi=64), number("mlp_ratio", 4.0, 0), flag("qkv_bias", True), number("eta", 1.0)),
+              "[-1, 1, FANChannelAttention, []]"),
     # fusion.py
-    BlockSpec("ASFF", M.ASFF, fused_width, _F,
-              'ASFF',
+    BlockSpec("ASFF", M.ASFF, fused_width, _F, "ASFF",
               'Liu, Huang, Wang, "Learning Spatial Fusion for Single-Shot Object Detection", 2019 (arXiv 1911.09516)',
-              "[c2, level=0, compress=16]", "[[15, 18, 21], 1, ASFF, [256, 0]]"),
-    BlockSpec("AFF", M.AFF, fused_width_or_equal, _F,
-              'Attentional Feature Fusion (AFF)',
-              'Dai, Gieseke, Oehmcke, Wu, Barnard, "Attentional Feature Fusion", WACV 2021',
-              "[c2=None, reduction=4]", "[[-1, 6], 1, AFF, [512]]"),
-    BlockSpec("iAFF", M.iAFF, fused_width_or_equal, _F,
-              'iterative Attentional Feature Fusion (iAFF)',
-              'Dai, Gieseke, Oehmcke, Wu, Barnard, "Attentional Feature Fusion", WACV 2021',
-              "[c2=None, reduction=4]", "[[-1, 6], 1, iAFF, [512]]"),
+              (width(), count("level", 0, lo=0), ratio("compress", 16)), "[[15, 18, 21], 1, ASFF, [256, 0]]"),
+    BlockSpec("AFF", M.AFF, fused_width_or_equal, _F, "Attentional Feature Fusion (AFF)", _AFF,
+              (width("c2", None), ratio("reduction", 4)), "[[-1, 6], 1, AFF, [512]]"),
+    BlockSpec("iAFF", M.iAFF, fused_width_or_equal, _F, "iterative Attentional Feature Fusion (iAFF)", _AFF,
+              (width("c2", None), ratio("reduction", 4)), "[[-1, 6], 1, iAFF, [512]]"),
     # cascade.py
-    BlockSpec("CFNetFocal", M.CFNetFocal, same_width, _C,
-              'Cascade Fusion Network focal block (CFNet)',
-              'Zhang, Li, Li, Hu, "CFNet: Cascade Fusion Network for Dense Prediction", arXiv 2302.06052, 2023',
-              "[expansion=4, kernel_size=7, dilation=3, layer_scale=1e-6]", "[-1, 1, CFNetFocal, []]"),
-    BlockSpec("CFNetTransition", M.CFNetTransition, fused_width, _F,
-              'Cascade Fusion Network transition (CFNet)',
-              'Zhang, Li, Li, Hu, "CFNet: Cascade Fusion Network for Dense Prediction", arXiv 2302.06052, 2023',
-              "[c2]", "[[4, 6, 8], 1, CFNetTransition, [256]]"),
+    BlockSpec("CFNetFocal", M.CFNetFocal, same_width, _C, "Cascade Fusion Network focal block (CFNet)", _CFNET,
+              (count("expansion", 4, hi=16), kernel("kernel_size", 7), count("dilation", 3),
+               number("layer_scale", 1e-6, 0, closed=(True, False))),
+              "[-1, 1, CFNetFocal, []]"),
+    BlockSpec("CFNetTransition", M.CFNetTransition, fused_width, _F, "Cascade Fusion Network transition (CFNet)",
+              _CFNET, (width(),), "[[4, 6, 8], 1, CFNetTransition, [256]]"),
     # conv.py
-    BlockSpec("SPD", M.SPD, space_to_depth_width, _C,
-              'space-to-depth of SPD-Conv (SPD)',
-              'Sunkara, Luo, "No More Strided Convolutions or Pooling: A New CNN Building Block for Low-Resolution Images and Small Objects", ECML-PKDD 2022',
-              "[scale=2]", "[-1, 1, SPD, []]"),
-    BlockSpec("SPDConv", M.SPDConv, conv_width, _C,
-              'SPD-Conv',
-              'Sunkara, Luo, "No More Strided Convolutions or Pooling: A New CNN Building Block for Low-Resolution Images and Small Objects", ECML-PKDD 2022',
-              "[c2, k=3, s=2, act=True]", "[-1, 1, SPDConv, [128, 3, 2]]"),
-    BlockSpec("DCN", M.DCN, conv_width, _C,
-              'modulated deformable convolution v2 (DCN)',
-              'Zhu, Hu, Lin, Dai, "Deformable ConvNets v2: More Deformable, Better Results", CVPR 2019',
-              "[c2, k=3, s=1, p=None, g=1, d=1, act=True, deform_groups=1]", "[-1, 1, DCN, [256, 3, 1]]"),
+    BlockSpec("SPD", M.SPD, space_to_depth_width, _C, "space-to-depth of SPD-Conv (SPD)", _SPD,
+              (count("scale", 2, lo=2),), "[-1, 1, SPD, []]"),
+    BlockSpec("SPDConv", M.SPDConv, conv_width, _C, "SPD-Conv", _SPD,
+              (width(), count("k", 3), count("s", 2, lo=2, label="s (the space-to-depth scale)"), flag("act", True)),
+              "[-1, 1, SPDConv, [128, 3, 2]]"),
+    BlockSpec("DCN", M.DCN, conv_width, _C, "modulated deformable convolution v2 (DCN)", _DCN,
+              conv_args(count("deform_groups", 1)), "[-1, 1, DCN, [256, 3, 1]]"),
     # dynconv.py
-    BlockSpec("ODConv", M.ODConv, conv_width, _C,
-              'Omni-Dimensional Dynamic Convolution (ODConv 4x)',
+    BlockSpec("ODConv", M.ODConv, conv_width, _C, "Omni-Dimensional Dynamic Convolution (ODConv 4x)",
               'Li, Zhou, Yao, "Omni-Dimensional Dynamic Convolution", ICLR 2022',
-              "[c2, k=3, s=1, p=None, g=1, d=1, act=True, kernel_num=4, reduction=16]", "[-1, 1, ODConv, [256, 3, 2]]"),
-    BlockSpec("RefConv", M.RefConv, conv_width, _C,
-              'Re-parameterised Refocusing Convolution (RefConv)',
-              'Cai, Ding, et al., "RefConv: Re-parameterized Refocusing Convolution for Powerful ConvNets", arXiv 2310.10563, 2023',
-              "[c2, k=3, s=1, p=None, g=1, d=1, act=True, map_k=3]", "[-1, 1, RefConv, [256, 3, 2]]"),
-    BlockSpec("SCConv", M.SCConv, conv_width, _C,
-              'Self-Calibrated Convolution (SCConv)',
-              'Liu, Hou, Cheng, Wang, Feng, "Improving Convolutional Networks with Self-Calibrated Convolutions", CVPR 2020',
-              "[c2, k=3, s=1, p=None, g=1, d=1, act=True, pooling_r=4]", "[-1, 1, SCConv, [256, 3, 2]]"),
-    BlockSpec("ACmix", M.ACmix, conv_width, _C,
-              'ACmix (convolution + self-attention)',
+              conv_args(count("kernel_num", 4, hi=16), ratio()), "[-1, 1, ODConv, [256, 3, 2]]"),
+    BlockSpec("RefConv", M.RefConv, conv_width, _C, "Re-parameterised Refocusing Convolution (RefConv)",
+              'Cai, Ding, et al., "RefConv: Re-parameterized Refocusing Convolution for Powerful ConvNets", arXiv '
+              '2310.10563, 2023',
+              conv_args(count("map_k", 3)), "[-1, 1, RefConv, [256, 3, 2]]"),
+    BlockSpec("SCConv", M.SCConv, conv_width, _C, "Self-Calibrated Convolution (SCConv)",
+              'Liu, Hou, Cheng, Wang, Feng, "Improving Convolutional Networks with Self-Calibrated Convolutions", CVPR '
+              '2020',
+              conv_args(count("pooling_r", 4)), "[-1, 1, SCConv, [256, 3, 2]]"),
+    BlockSpec("ACmix", M.ACmix, conv_width, _C, "ACmix (convolution + self-attention)",
               'Pan, Ge, Lu, Song, Chen, Huang, Huang, "On the Integration of Self-Attention and Convolution", CVPR 2022',
-              "[c2, k=3, s=1, p=None, g=1, d=1, act=True, k_att=7, head=4]", "[-1, 1, ACmix, [1024, 3, 2]]"),
-    BlockSpec("C2f_DCN", M.C2f_DCN, conv_width_repeat, _C,
-              'deformable convolution v2 (C2f_DCN)',
-              'Zhu, Hu, Lin, Dai, "Deformable ConvNets v2: More Deformable, Better Results", CVPR 2019',
-              "[c2, shortcut=False, g=1, e=0.5]", "[-1, 3, C2f_DCN, [512, True]]"),
+              conv_args(kernel("k_att", 7), count("head", 4), c2=SAME), "[-1, 1, ACmix, [1024, 3, 2]]"),
+    BlockSpec("C2f_DCN", M.C2f_DCN, conv_width_repeat, _C, "deformable convolution v2 (C2f_DCN)", _DCN,
+              (width(), flag("shortcut", False), count("g"), number("e", 0.5, 0, 1, closed=(False, True))),
+              "[-1, 3, C2f_DCN, [512, True]]"),
 ):  # fmt: skip
     register(_spec)
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Composites: C2f_<Block>, C3k2_<Block> for every channel-preserving block
+# ----------------------------------------------------------------------------------------------------------------
+def _host_args(host: type) -> tuple[Arg, ...]:
+    """The YAML arguments of an Ultralytics host after (c1, c2, n), read off the installed class: [c2, ...]."""
+    out = [width()]
+    for p in list(inspect.signature(host.__init__).parameters.values())[4:]:
+        d = p.default
+        kind = flag(p.name, d) if isinstance(d, bool) else number(p.name, d, 0, 1, (False, True)) if isinstance(
+            d, float) else count(p.name, d)  # fmt: skip
+        out.append(kind)
+    return tuple(out)
+
+
+COMPOSITE_HOSTS = {"C2f": (_composite.C2fWith, _composite.C2f), "C3k2": (_composite.C3k2With, _composite.C3k2)}
+_COMPOSITE = re.compile(r"^(?P<host>C2f|C3k2)_(?P<block>\w+)$")
+
+
+def composite(layer: Layer, values: dict):
+    """The host's own rule (C2f / C3k2 are Ultralytics repeat modules): [c1, c2 scaled, n, *host args]; C3k2 uses
+    C3k blocks at scales m, l and x, as Ultralytics' parser sets it."""
+    c1 = layer.single_input()
+    c2 = layer.scaled(values["c2"])
+    host = [v for k, v in values.items() if k not in ("c2", "block_args")]
+    if "c3k" in values and layer.scale in ("m", "l", "x"):
+        host[list(values).index("c3k") - 1] = True
+    spec = lookup(layer.name)[0]
+    return c2, [BLOCKS[spec.inner].cls, values.get("block_args") or {}, c1, c2, layer.n, *host], 1
+
+
+_composites: dict[str, BlockSpec] = {}
+
+
+def composite_spec(host: str, inner: BlockSpec) -> BlockSpec:
+    """The spec of ``<host>_<inner>`` (made once per process)."""
+    name = f"{host}_{inner.name}"
+    if name not in _composites:
+        cls = COMPOSITE_HOSTS[host][0]
+        _composites[name] = BlockSpec(
+            name, cls, composite, inner.kind, f"{host} with {inner.title} in its bottlenecks", inner.paper,
+            _host_args(COMPOSITE_HOSTS[host][1]), f"[-1, 3, {name}, [256, True]]", inner=inner.name,
+            block_args=inner.args,
+        )  # fmt: skip
+    return _composites[name]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Community aliases
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Alias:
+    """A community name for one of our blocks. ``signature``: its class's positional arguments after the input
+    width, as our argument names ('@width': a width, checked against the input and dropped; '@drop:<what>': an
+    argument that does not change the block), when it differs from ours. ``seen``: where the name was read."""
+
+    name: str
+    block: str
+    seen: str
+    signature: tuple[str, ...] | None = None
+
+
+ALIASES: dict[str, Alias] = {a.name: a for a in (
+    Alias("CoordAtt", "CA", "CoordAtt(inp, reduction=32): kendyle2702, PRS-YOLOv8, beiweidedagongren, Nidhogg3"),
+    Alias("CoordAttention", "CA", "CoordAttention(inp, reduction=32): community copies of the official code"),
+    Alias("CABlock", "CA", "CABlock(in_chans, out_chans, reduction=32): syz247179876/CV-Tree"),
+    Alias("SEAttention", "SE", "SEAttention(channel=512, reduction=16): External-Attention copies in 4 forks"),
+    Alias("SEBlock", "SE", "SEBlock(in_chans, out_chans, reduction=16, attention_mode='conv'): CV-Tree",
+          ("reduction", "@drop:attention_mode")),
+    Alias("SELayer", "SE", "SELayer(channel, reduction=16): community copies of the official code"),
+    Alias("ECAAttention", "ECA", "ECAAttention(kernel_size=3): External-Attention copies (INVINCIBLE2297)"),
+    Alias("EfficientChannelAttention", "ECA", "EfficientChannelAttention(c, b=1, gamma=2): EEML-YOLO's parser set",
+          ("b", "gamma")),
+    Alias("GAM_Attention", "GAM", "GAM_Attention(in_channels, rate=4): CV community copies"),
+    Alias("CBAMBlock", "CBAM", "CBAMBlock(channel=512, reduction=16, kernel_size=49): External-Attention"),
+    Alias("BAMBlock", "BAM", "BAMBlock(channel=512, reduction=16, dia_val=2): External-Attention (xh92117)"),
+    Alias("simam_module", "SimAM", "simam_module(channels=None, e_lambda=1e-4): the official SimAM code"),
+    Alias("GlobalContext", "GCBlock", "GlobalContext(c): community GCNet copies"),
+    Alias("ContextBlock", "GCBlock", "ContextBlock(inplanes, ratio): mmcv's GCNet block name"),
+    Alias("PolarizedSelfAttention", "PSA_p", "PolarizedSelfAttention(channel): community copies (parallel layout)"),
+    Alias("ParallelPolarizedSelfAttention", "PSA_p", "ParallelPolarizedSelfAttention(channel=512): External-Attention"),
+    Alias("SequentialPolarizedSelfAttention", "PSA_s", "SequentialPolarizedSelfAttention(channel=512): External-"
+          "Attention"),
+    Alias("SPBlock", "StripPooling", "SPBlock(inplanes, outplanes): the strip pooling module's name in SPNet"),
+    Alias("DCNv2", "DCN", "DCNv2(c1, c2, k, s, ...): deformable conv copies in YOLO forks"),
+    Alias("DeformableConv2d", "DCN", "DeformableConv2d(in, out, kernel_size, stride, ...): community copies"),
+    Alias("C2f_DCNv2", "C2f_DCN", "C2f_DCNv2(c1, c2, n, shortcut, g, e): YOLO-DPC"),
+    Alias("ODConv2d", "ODConv", "ODConv2d(in_planes, out_planes, kernel_size, stride, ...): YOLO-DPC"),
+    Alias("space_to_depth", "SPD", "space_to_depth(dimension=1): scuzyq, truongan-2704 (the SPD-Conv repo's name)",
+          ("@drop:dimension",)),
+)}  # fmt: skip
+
+# An Ultralytics class with one of our names but another signature: the reading its forks' rows have
+ULTRALYTICS_SIGNATURES = {"CBAM": ("kernel_size",)}  # ultralytics.nn.modules.conv.CBAM(c1, kernel_size=7)
+
+
+def lookup(name: str) -> tuple[BlockSpec, Alias | None] | None:
+    """(the block a YAML name means, the alias it was written as or None), or None for a name that is not ours.
+    ``C2f_<X>`` / ``C3k2_<X>``: the composite of a channel-preserving block X (our name or an alias)."""
+    if name in BLOCKS:
+        return BLOCKS[name], None
+    if name in ALIASES:
+        a = ALIASES[name]
+        return BLOCKS[a.block], a
+    m = _COMPOSITE.match(name)
+    if m:
+        inner = lookup(m.group("block"))
+        if inner is not None and inner[0].preserves_width:
+            return composite_spec(m.group("host"), inner[0]), inner[1]
+    return None
+
+
+def composite_problem(name: str) -> str | None:
+    """Why ``C2f_<X>`` / ``C3k2_<X>`` is not a composite when X is one of our names, else None."""
+    m = _COMPOSITE.match(name)
+    inner = lookup(m.group("block")) if m else None
+    if inner is None or inner[0].preserves_width:
+        return None
+    return (f"{m.group('host')}_<Block> composites put a channel-preserving block after each bottleneck's second conv, "
+            f"and {m.group('block')} ({inner[0].title}) changes widths; use {inner[0].name} rows"
+            + (", or C2f_DCN for deformable bottlenecks" if inner[0].name == "DCN" else ""))  # fmt: skip
+
+
+def get(name: str) -> BlockSpec | None:
+    found = lookup(name)
+    return found[0] if found else None
+
+
+def aliases_of(block: str) -> list[str]:
+    return [a.name for a in ALIASES.values() if a.block == block]
+
+
+def known_names() -> list[str]:
+    """Every YAML name yolo_attn answers to (blocks and aliases; composites are C2f_/C3k2_ + a channel-preserving one)."""
+    return [*BLOCKS, *ALIASES]
+
+
+def block_classes() -> tuple[type, ...]:
+    """Every module class a YAML row of ours builds (the composites' two classes included)."""
+    return (*{s.cls for s in BLOCKS.values()}, *(h[0] for h in COMPOSITE_HOSTS.values()))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training strategies switched on by a top-level YAML key, read by the parser hook (patch.ParserHooks.built)
+# ----------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class KeySpec:
     """A top-level model YAML key that switches on a training strategy (not a row of the model)."""
@@ -385,7 +637,6 @@ class KeySpec:
     example: str
 
 
-# Training strategies switched on by a top-level YAML key, read by the parser hook (patch.ParserHooks.built)
 KEYS: dict[str, KeySpec] = {
     "sqr": KeySpec("sqr", "SQR", _sqr.SQRDecoder, "training",
                    "Chen et al., Selective Query Recollection, CVPR 2023 (RT-DETR decoders)",
@@ -393,6 +644,9 @@ KEYS: dict[str, KeySpec] = {
 }  # fmt: skip
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Placements (placements.yaml)
+# ----------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Placement:
     """Where a block's ready configs and composed names put it (``placements.yaml``, keyed by suffix): ``edit``

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
-from .registry import BLOCKS
+from .registry import block_classes
 
-_OURS = tuple(spec.cls for spec in BLOCKS.values())
+_OURS = block_classes()
 
 
 def layers_of(model) -> nn.Sequential | None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from .registry import BLOCKS, did_you_mean, same_width
+from .registry import BLOCKS, did_you_mean, get, known_names, same_width
 
 POST_STAGE = {"SPPF", "SPP", "SPPELAN", "C2PSA", "C2fPSA", "PSA", "AIFI"}  # after the last stage, not a stage output
 ROLES = ("backbone-p2", "backbone-p3", "backbone-p4", "backbone-p5", "backbone-outputs", "backbone-last",
@@ -271,9 +271,10 @@ def _stage_output(doc: ModelYaml, info, level: int) -> int:
 # Edits
 # ----------------------------------------------------------------------------------------------------------------
 def _block(name: str):
-    spec = BLOCKS.get(name)
+    """The block a name means (ours, a community alias or a composite); rows are written with our name."""
+    spec = get(name)
     if spec is None:
-        raise YamlEditError(f"unknown block {name!r}; {did_you_mean(name, list(BLOCKS))}blocks: {', '.join(BLOCKS)}")
+        raise YamlEditError(f"unknown block {name!r}; {did_you_mean(name, known_names())}blocks: {', '.join(BLOCKS)}")
     return spec
 
 
@@ -290,6 +291,7 @@ def _check_layers(doc: ModelYaml, layers: list[int], what: str) -> list[int]:
 def insert(doc: ModelYaml, block: str, after: list[int], args_text: str = "[]") -> tuple[str, list[str]]:
     """Insert one ``block`` row after each layer in ``after``; returns (new text, what changed)."""
     spec = _block(block)
+    block = spec.name
     if spec.rule is not same_width:
         raise YamlEditError(
             f"insert adds channel-preserving blocks ({', '.join(n for n, s in BLOCKS.items() if s.rule is same_width)}); "
@@ -367,7 +369,7 @@ DROP_INS = {
 
 def replace(doc: ModelYaml, layers: list[int], block: str) -> tuple[str, list[str]]:
     """Swap each listed layer for the drop-in ``block``; returns (new text, what changed)."""
-    _block(block)
+    block = _block(block).name
     layers = _check_layers(doc, layers, "layer")
     widths = None
     lines, changes = list(doc.lines), []

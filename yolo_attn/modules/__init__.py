@@ -7,12 +7,14 @@
 - fusion.py: multi-input fusion (ASFF, AFF, iAFF)
 - cascade.py: Cascade Fusion Network focal block and transition
 - conv.py: convolution replacements (SPD-Conv, DCNv2)
+- composite.py: C2f / C3k2 whose bottlenecks end in a block (C2f_CBAM, C3k2_SE, ...)
 - dynconv.py: dynamic / re-parameterised / mixed convolutions (ODConv, RefConv, SCConv, ACmix)
 """
 
 from .attention import CA, CBAM, MSCAM, CBAMChannelAttention, CBAMSpatialAttention, SimAM
 from .cascade import CFNetFocal, CFNetTransition
 from .channel import BAM, ECA, GAM, SE, SEMLP, GCBlock, scSE
+from .composite import BlockBottleneck, C2fWith, C3k2With
 from .conv import DCN, SPD, C2f_DCN, DCNBottleneck, SPDConv
 from .dynconv import ACmix, ODConv, RefConv, SCConv
 from .fusion import AFF, ASFF, iAFF
@@ -27,5 +29,6 @@ __all__ = (
     "ASFF", "AFF", "iAFF",
     "CFNetFocal", "CFNetTransition",
     "SPD", "SPDConv", "DCN", "DCNBottleneck", "C2f_DCN",
+    "BlockBottleneck", "C2fWith", "C3k2With",
     "ODConv", "RefConv", "SCConv", "ACmix",
 )  # fmt: skip
