@@ -51,21 +51,43 @@ def cache_dir() -> Path:
 # Placing a block
 # ----------------------------------------------------------------------------------------------------------------
 def apply(doc: yamledit.ModelYaml, p: Placement, info: list) -> tuple[str, list[int]]:
-    """The YAML text with ``p``'s block placed, and the base layers it used."""
-    layers = yamledit.resolve_roles(doc, list(p.roles), info)
-    if p.edit == "insert":
+    """The YAML text with ``p``'s steps applied in turn, and the base layers they used."""
+    used: list[int] = []
+    for step in p.steps:
+        text, layers = _apply_step(doc, step, info)
+        used += layers
+        if text != doc.text():
+            doc = yamledit.ModelYaml(text, doc.source)
+            info = probe(doc)
+    return doc.text(), used
+
+
+def _apply_step(doc: yamledit.ModelYaml, step, info: list) -> tuple[str, list[int]]:
+    layers = yamledit.resolve_roles(doc, list(step.roles), info)
+    if step.edit == "insert":
         text = doc.text()
-        for i, args in sorted(zip(layers, p.args or ["[]"] * len(layers)), reverse=True):  # from the end
-            text, _ = yamledit.insert(yamledit.ModelYaml(text, doc.source), p.block, [i], args)
+        for i, args in sorted(zip(layers, step.args or ["[]"] * len(layers)), reverse=True):  # from the end
+            text, _ = yamledit.insert(yamledit.ModelYaml(text, doc.source), step.block, [i], args)
         notes = iter(yamledit.describe(doc, i, info) for i in sorted(layers))
         text = re.sub(r"after layer \d+ \(yolo-attn insert\)", lambda m: f"on {next(notes)}", text)
-    elif p.edit == "replace":
-        text, _ = yamledit.replace(doc, layers, p.block)
-    elif p.edit == "fuse":
-        text, _ = yamledit.fuse_before_head(doc, p.block, info)
+    elif step.edit == "replace":
+        text, _ = yamledit.replace(doc, layers, step.block)
+    elif step.edit == "composite":
+        text, _ = yamledit.composite(doc, layers, step.block)
+    elif step.edit == "fuse":
+        text, _ = yamledit.fuse_before_head(doc, step.block, info)
+    elif step.edit == "weighted-fusion":
+        text, _ = yamledit.weighted_fusion(doc, step.block, info)
     else:
-        raise ValueError(f"unknown placement edit {p.edit!r}")
+        raise ValueError(f"unknown placement edit {step.edit!r}")
     return text, layers
+
+
+def _edits(p: Placement) -> str:
+    """'insert', or 'replace VoVGSCSP then replace GSConv' for a placement of several steps."""
+    if len(p.steps) == 1 and p.steps[0].block == p.block:
+        return p.steps[0].edit
+    return " then ".join(f"{s.edit} {s.block}" for s in p.steps)
 
 
 def comment_lines(text: str, width: int = 118) -> list[str]:
@@ -138,8 +160,8 @@ def composed_text(name: str, base_name: str, base_text: str, base_source: str, c
         f"# `yolo-attn show {stem}` prints this file: copy it to edit it by hand."
         + (" The scale letter in the name picks the row of `scales`." if scaled else ""),
         "#",
-        *comment_lines(f"Block {p.block} (suffix {p.suffix}), {p.edit} at roles {', '.join(p.roles)}: base layers "
-               f"{', '.join(map(str, layers))}."),  # fmt: skip
+        *comment_lines(f"Block {p.block} (suffix {p.suffix}), {_edits(p)} at roles {', '.join(p.roles)}: base layers "
+                       f"{', '.join(map(str, layers))}."),  # fmt: skip
         *comment_lines("Where: " + p.where.format(layers=", ".join(map(str, layers)))),
         *comment_lines("Why: " + p.why),
         *comment_lines("Paper: " + p.paper),

@@ -112,7 +112,7 @@ def _candidates(spec: BlockSpec, alias: Alias | None, written: str, pos: list, l
         elif 64 <= pos[0] <= 2048 and pos[0] % 32 == 0:  # a standard width: say why it does not fit
             out.append(Reading("width", {}, "", f"{pos[0]} is not the input's width ({layer.single_input()} channels "
                                                 "here, as built or as written before scaling)", sig))  # fmt: skip
-    if pos == [1] and spec.rule in (registry.fused_width, registry.fused_width_or_equal):
+    if pos == [1] and spec.rule in (registry.fused_width, registry.fused_width_or_equal, registry.concat_width):
         out.append(_map("concat", spec, sig, [], layer, "Concat's dimension 1"))
     return out
 

@@ -12,6 +12,7 @@ layer, the way Ultralytics' ``parse_model`` does for its own modules:
   args = [c1, c2, *rest]; ``conv_width_repeat`` also passes the depth-scaled repeat count at args[2].
 - ``fused_width``: multi-input block; ``from`` is a list, c1 = [widths of every input]; c2 scaled like ``Conv``.
 - ``fused_width_or_equal``: as ``fused_width``, but c2 may be omitted when both inputs have the same width.
+- ``concat_width``: a weighted Concat of two or more inputs, output width the sum of theirs (BiFPN_Concat).
 - ``space_to_depth_width``: output width c1 * scale^2.
 - ``composite``: ``C2f_<Block>`` / ``C3k2_<Block>``, the host's own rule with the block inside (modules/composite).
 """
@@ -281,6 +282,19 @@ def fused_width(layer: Layer, values: dict):
 
 def fused_width_or_equal(layer: Layer, values: dict):
     return _fused(layer, values, 2)
+
+
+def concat_width(layer: Layer, values: dict):
+    """A weighted Concat (BiFPN_Concat): two or more inputs, output width the sum of theirs; with ``mode: sum`` the
+    inputs are added and must share one width."""
+    c1 = layer.inputs(None)
+    layer.single_repeat()
+    if values.get("mode") == "sum":
+        if len(set(c1)) != 1:
+            raise layer.error(f"mode sum adds its inputs, which have different widths {c1}; use the default mode "
+                              "(a weighted Concat) or feed inputs of equal width")  # fmt: skip
+        return c1[0], [c1, *values.values()], 1
+    return sum(c1), [c1, *values.values()], 1
 
 
 def space_to_depth_width(layer: Layer, values: dict):
@@ -648,18 +662,43 @@ KEYS: dict[str, KeySpec] = {
 # Placements (placements.yaml)
 # ----------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Placement:
-    """Where a block's ready configs and composed names put it (``placements.yaml``, keyed by suffix): ``edit``
-    insert / replace / fuse at ``roles`` (``yamledit.ROLES``, resolved on any Ultralytics model YAML), with ``args[k]``
-    for the k-th inserted row; ``where`` (``{layers}``: the base layers used) and ``why`` go into config headers."""
+class Step:
+    """One edit of a placement: ``edit`` the layers at ``roles`` (``yamledit.ROLES``) with ``block``: ``insert`` (a row
+    after each, ``args[k]`` for the k-th), ``replace`` (each becomes the block, as ``yolo-attn replace`` swaps it),
+    ``composite`` (each C2f / C3k2 becomes ``<host>_<block>``), ``fuse`` (one row per head input between the neck
+    and the head) or ``weighted-fusion`` (the neck's Concat rows, with BiFPN's same-level edges)."""
 
-    suffix: str
     block: str
     edit: str
     roles: tuple
-    args: tuple
+    args: tuple = ()
+
+
+EDITS = ("insert", "replace", "composite", "fuse", "weighted-fusion")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a block's ready configs and composed names put it (``placements.yaml``, keyed by suffix): one or more
+    ``steps``; ``where`` (``{layers}``: the base layers used) and ``why`` go into config headers."""
+
+    suffix: str
+    block: str  # the block the suffix names (its title and paper head the configs)
+    steps: tuple[Step, ...]
     where: str
     why: str
+
+    @property
+    def edit(self) -> str:
+        return self.steps[0].edit
+
+    @property
+    def roles(self) -> tuple:
+        return tuple(r for s in self.steps for r in s.roles)
+
+    @property
+    def args(self) -> tuple:
+        return self.steps[0].args
 
     @property
     def spec(self) -> BlockSpec:
@@ -680,10 +719,12 @@ def _load_placements() -> dict[str, Placement]:
     table = yaml.safe_load(Path(__file__).with_name("placements.yaml").read_text(encoding="utf-8"))
     out = {}
     for suffix, p in table.items():
-        if p["block"] not in BLOCKS or p["edit"] not in ("insert", "replace", "fuse"):
-            raise ValueError(f"yolo_attn: placements.yaml: {suffix}: unknown block {p['block']!r} or edit {p['edit']!r}")
-        out[suffix] = Placement(suffix, p["block"], p["edit"], tuple(p["roles"]), tuple(p.get("args", ())),
-                                p["where"], p["why"])  # fmt: skip
+        steps = tuple(Step(s["block"], s["edit"], tuple(s["roles"]), tuple(s.get("args", ()))) for s in
+                      p.get("steps", [p]))  # fmt: skip
+        for s in steps:
+            if s.block not in BLOCKS or s.edit not in EDITS:
+                raise ValueError(f"yolo_attn: placements.yaml: {suffix}: unknown block {s.block!r} or edit {s.edit!r}")
+        out[suffix] = Placement(suffix, p.get("block", steps[0].block), steps, p["where"], p["why"])
     return out
 
 

@@ -20,7 +20,9 @@ from .registry import BLOCKS, did_you_mean, get, known_names, same_width
 POST_STAGE = {"SPPF", "SPP", "SPPELAN", "C2PSA", "C2fPSA", "PSA", "AIFI"}  # after the last stage, not a stage output
 ROLES = ("backbone-p2", "backbone-p3", "backbone-p4", "backbone-p5", "backbone-outputs", "backbone-last",
          "down-p3", "down-p4", "down-p5", "neck-down-p4", "neck-down-p5", "strided-convs",
-         "neck-p3", "neck-p4", "neck-p5", "neck-outputs", "neck-concats")  # fmt: skip
+         "neck-p3", "neck-p4", "neck-p5", "neck-outputs", "neck-concats", "neck-upsamples",
+         "backbone-stages", "neck-stages", "stages")  # fmt: skip
+STAGE_MODULES = ("C2f", "C3k2")  # the CSP stage blocks the stage roles find (and composites replace)
 ROLE_HELP = {
     "backbone-p2..p5": "the backbone's last layer at that stride (a stage output), not SPPF/C2PSA-like layers",
     "backbone-outputs": "backbone-p3, -p4, -p5",
@@ -30,6 +32,8 @@ ROLE_HELP = {
     "strided-convs": "every stride-2 Conv but the first row (the stem)",
     "neck-p3..p5, neck-outputs": "the rows the head reads, by stride",
     "neck-concats": "the neck's two-input Concat rows",
+    "neck-upsamples": "the neck's nn.Upsample rows",
+    "backbone-stages, neck-stages, stages": "the C2f / C3k2 rows of the backbone, of the neck, of both",
 }
 
 
@@ -210,6 +214,19 @@ def resolve_roles(doc: ModelYaml, roles: list[str], info: list | None = None) ->
             if not hits:
                 raise RoleError(f"{role}: the neck has no two-input Concat rows")
             out += hits
+        elif role == "neck-upsamples":
+            hits = [r.index for r in neck if r.module.split(".")[-1] == "Upsample"]
+            if not hits:
+                raise RoleError(f"{role}: the neck has no nn.Upsample rows")
+            out += hits
+        elif role in ("backbone-stages", "neck-stages", "stages"):
+            rows = {"backbone-stages": doc.rows[: doc.n_backbone], "neck-stages": neck,
+                    "stages": doc.rows[: head.index]}[role]  # fmt: skip
+            hits = [r.index for r in rows if r.module in STAGE_MODULES]
+            if not hits:
+                where = {"backbone-stages": "backbone", "neck-stages": "neck", "stages": "model"}[role]
+                raise RoleError(f"{role}: the {where} has no {' or '.join(STAGE_MODULES)} rows")
+            out += hits
         elif role == "strided-convs":
             hits = [r.index for r in doc.rows[1 : head.index] if _is_strided_conv(r)]
             if not hits:
@@ -353,51 +370,112 @@ def _renumber_comment(line: str, old: int, new: int) -> str:
     return re.sub(rf"(#\s*){old}(?=\D|$)", rf"\g<1>{new}", line, count=1)
 
 
-DROP_INS = {
-    ("Conv", "DCN"): "same args",
-    ("Conv", "SPDConv"): "same args; the Conv must be strided",
-    ("Conv", "ODConv"): "same args",
-    ("Conv", "RefConv"): "same args",
-    ("Conv", "SCConv"): "same args",
-    ("Conv", "ACmix"): "same args",
-    ("C2f", "C2f_DCN"): "same args",
-    ("C3k2", "C2f_DCN"): "[c2, c3k, e, g, shortcut] -> [c2, shortcut, g, e]",
-    ("Concat", "AFF"): "[c2] = the second input's width, [] when both are equal",
-    ("Concat", "iAFF"): "[c2] = the second input's width, [] when both are equal",
-}
+def drop_in(old: str, spec) -> str | None:
+    """How a row of Ultralytics module ``old`` becomes a row of ``spec``'s block, or None when it is no drop-in:
+    'same' (the same args), 'c3k2' (C3k2's [c2, c3k, e, g, shortcut] as C2f's [c2, shortcut, g, e]), 'aff' ([c2] = the
+    second input's width, [] when both are equal), 'concat' ([] for Concat's [1]), 'upsample' (nn.Upsample's scale
+    kept)."""
+    from . import registry as r
+
+    if old == "Conv" and spec.rule is r.conv_width:
+        return "same"
+    if old in STAGE_MODULES and spec.rule is r.composite:
+        return "same" if spec.name.startswith(f"{old}_") else None
+    if old == "C2f" and spec.rule is r.conv_width_repeat:
+        return "same"
+    if old == "C3k2" and spec.rule is r.conv_width_repeat:
+        return "c3k2"
+    if old == "Concat" and spec.rule is r.fused_width_or_equal:
+        return "aff"
+    if old == "Concat" and spec.rule is r.concat_width:
+        return "concat"
+    if old == "Upsample" and spec.kind == "upsample":
+        return "upsample"
+    return None
+
+
+def drop_ins() -> list[str]:
+    """Every 'Module -> Block' swap ``replace`` knows (for its error message)."""
+    from . import registry as r
+
+    olds = ("Conv", "C2f", "C3k2", "Concat", "Upsample")
+    out = [f"{o} -> {n}" for n, s in r.BLOCKS.items() for o in olds if drop_in(o, s)]
+    return out + ["C2f -> C2f_<Block>", "C3k2 -> C3k2_<Block>"]
 
 
 def replace(doc: ModelYaml, layers: list[int], block: str) -> tuple[str, list[str]]:
-    """Swap each listed layer for the drop-in ``block``; returns (new text, what changed)."""
-    block = _block(block).name
+    """Swap each listed layer for the drop-in ``block``; returns (new text, what changed). ``block`` may be a
+    channel-preserving block's name with ``<host>_`` left out ("CBAM" for a C2f row: C2f_CBAM) when ``composite``."""
+    spec = _block(block)
     layers = _check_layers(doc, layers, "layer")
     widths = None
     lines, changes = list(doc.lines), []
     for i in layers:
         row = doc.rows[i]
         old = row.module.split(".")[-1]
-        if (old, block) not in DROP_INS:
-            known = ", ".join(f"{a} -> {b}" for a, b in DROP_INS)
-            raise YamlEditError(f"layer {i} is {old}; no drop-in {old} -> {block} (known: {known})")
+        how = drop_in(old, spec)
+        if how is None:
+            raise YamlEditError(f"layer {i} is {old}; no drop-in {old} -> {spec.name} (known: {', '.join(drop_ins())})")
         args = list(row.args)
-        if block == "SPDConv":
+        if spec.name == "SPDConv":
             stride = args[2] if len(args) > 2 else 1
             if not isinstance(stride, int) or stride < 2:
                 raise YamlEditError(f"layer {i} is a stride-{stride} Conv; SPDConv replaces strided convs")
-            new_args = _row_args_text(row)
-        elif old == "C3k2":
+        if how == "c3k2":
             c2, c3k, e, g, shortcut = (args + [False, 0.5, 1, True][len(args) - 1 :])[:5]
             new_args = f"[{_fmt_arg(c2)}, {shortcut}, {g}, {e}]"
-        elif old == "Concat":
+        elif how == "aff":
             if not isinstance(row.f, list) or len(row.f) != 2:
-                raise YamlEditError(f"layer {i} concatenates {row.f!r}; {block} fuses exactly two inputs")
+                raise YamlEditError(f"layer {i} concatenates {row.f!r}; {spec.name} fuses exactly two inputs")
             widths = widths or probe(doc)
             a, b = (widths[x][0] for x in doc.sources(row))
             new_args = "[]" if a == b else f"[{b}]"
+        elif how == "concat":  # Concat's [1] is its dimension: a weighted concat takes its own arguments
+            new_args = "[]"
+        elif how == "upsample":
+            scale = args[1] if len(args) > 1 else 2
+            new_args = "[]" if scale == 2 else f"[{{scale: {scale}}}]"
         else:
             new_args = _row_args_text(row)
-        lines[row.line] = row.text(module=block, args_text=new_args)
-        changes.append(f"layer {i}: {old} {_row_args_text(row)} -> {block} {new_args}")
+        lines[row.line] = row.text(module=spec.name, args_text=new_args)
+        changes.append(f"layer {i}: {old} {_row_args_text(row)} -> {spec.name} {new_args}")
+    return "".join(lines), changes
+
+
+def composite(doc: ModelYaml, layers: list[int], block: str) -> tuple[str, list[str]]:
+    """Swap each listed C2f / C3k2 row for its composite with ``block`` (``C2f_<block>`` / ``C3k2_<block>``), same
+    args; returns (new text, what changed)."""
+    text, changes = doc.text(), []
+    for i in _check_layers(doc, layers, "layer"):
+        row = ModelYaml(text, doc.source).rows[i]
+        if row.module not in STAGE_MODULES:
+            raise RoleError(f"layer {i} is {row.module}; composites replace {' or '.join(STAGE_MODULES)} rows")
+        text, done = replace(ModelYaml(text, doc.source), [i], f"{row.module}_{block}")
+        changes += done
+    return text, changes
+
+
+def weighted_fusion(doc: ModelYaml, block: str, info: list | None = None) -> tuple[str, list[str]]:
+    """Make every two-input Concat of the neck a ``block`` row (a weighted fusion such as BiFPN_Concat), and give each
+    bottom-up node at an intermediate level the backbone's output at its level as a third input (BiFPN's extra
+    same-level edge): a Concat whose second input is a neck row and whose level has a backbone stage output."""
+    info = info if info is not None else probe(doc)
+    layers = resolve_roles(doc, ["neck-concats"], info)
+    text, changes = replace(doc, layers, block)
+    new = ModelYaml(text, doc.source)
+    lines = list(new.lines)
+    for i in layers:
+        row = new.rows[i]
+        srcs = new.sources(row)
+        stride = info[i][1]
+        try:
+            stage = _stage_output(doc, info, stride.bit_length() - 1)
+        except RoleError:
+            continue
+        if srcs[1] >= doc.n_backbone and stage not in srcs:
+            lines[row.line] = row.text(f=[*row.f, stage])
+            changes.append(f"layer {i}: the backbone's P{stride.bit_length() - 1}/{stride} output (layer {stage}) "
+                           "added as a third input (BiFPN's same-level edge)")  # fmt: skip
     return "".join(lines), changes
 
 
