@@ -260,31 +260,81 @@ def test_cli_end_to_end_records_summary_failure_and_resume(sample_data, tmp_path
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "holds an ablation with another recipe (epochs 1 -> 2)" in p.stderr
 
 
-@pytest.mark.slow
-def test_resume_after_a_signal_mid_run(sample_data, tmp_path):
-    cmd = [BIN / "yolo-attn", "ablate", "yolov8n-simam.yaml", "--data", sample_data, *TINY, "--out", "abl"]
-    out = tmp_path / "abl"
-    drv = subprocess.Popen([str(c) for c in cmd], cwd=tmp_path, env=env(), stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)  # fmt: skip
-    second = out / "logs" / "yolov8n-simam-seed0.log"  # runs go seed-major: base seed 0, simam seed 0, ...
-    deadline = time.time() + 300
-    while not (second.is_file() and (out / "runs" / "yolov8n" / "seed0.json").is_file()) and time.time() < deadline:
-        assert drv.poll() is None, drv.communicate()
+def _wait(cond, proc, what: str, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not cond():
+        assert proc.poll() is None, f"the driver ended before {what}: {proc.returncode}"
+        assert time.time() < deadline, f"timed out waiting for {what}"
         time.sleep(0.2)
-    time.sleep(2)  # the second run is training now
-    drv.send_signal(signal.SIGTERM)
-    _, err = drv.communicate(timeout=120)
-    assert drv.returncode == 130 and "interrupted: rerun the same command" in err, err[-3000:]
-    first = records(out)
-    assert list(first) == ["yolov8n/seed0.json"] and first["yolov8n/seed0.json"]["status"] == "ok"
+
+
+@pytest.mark.slow
+def test_resume_inside_a_run_after_a_signal(sample_data, tmp_path):
+    """SIGTERM to the driver while a run trains, after its first epoch checkpoint: no process outlives the driver,
+    the run's epoch count was on the console while it trained, and the rerun continues the run from its checkpoint
+    (Ultralytics' resume) to the end."""
+    three = ["--seeds", 1, "--epochs", 3, "--imgsz", 64, "--batch", 8, "--control", "none", "workers=0"]
+    cmd = [BIN / "yolo-attn", "ablate", "yolov8n-simam.yaml", "--data", sample_data, *three, "--out", "abl"]
+    out, err_file = tmp_path / "abl", tmp_path / "driver.err"
+    with open(err_file, "w") as err:
+        drv = subprocess.Popen([str(c) for c in cmd], cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL, stderr=err)
+        last = out / "work" / "yolov8n-simam" / "seed0" / "train" / "weights" / "last.pt"
+        _wait(lambda: last.is_file(), drv, "the second run's first epoch checkpoint")
+        _wait(lambda: "yolov8n-simam s0 epoch 1/3" in err_file.read_text(), drv, "the run's progress on the console")
+        assert not (out / "runs" / "yolov8n-simam").exists()  # shown while the run trains, before its record
+        drv.send_signal(signal.SIGTERM)
+        drv.wait(timeout=120)
+    assert drv.returncode == 130 and "interrupted: rerun the same command" in err_file.read_text()
     left = subprocess.run(["pgrep", "-f", str(out / "work")], capture_output=True, text=True).stdout.split()
     assert left == [], "the interrupted run's process outlived the driver"
-    p = cli("ablate", "yolov8n-simam.yaml", "--data", sample_data, *TINY, "--out", "abl", cwd=tmp_path)
-    assert "4 runs, 1 already finished, 3 to run" in p.stderr
-    after = records(out)
-    assert after["yolov8n/seed0.json"]["started"] == first["yolov8n/seed0.json"]["started"]  # not rerun
-    assert sorted(after) == sorted(f"{s}/seed{k}.json" for s in ("yolov8n", "yolov8n-simam") for k in (0, 1))
-    assert all(r["status"] == "ok" for r in after.values())  # the interrupted run was run again, to the end
+    first = records(out)
+    assert list(first) == ["yolov8n/seed0.json"] and first["yolov8n/seed0.json"]["resumed_from_epoch"] == 0
+    p = cli("ablate", "yolov8n-simam.yaml", "--data", sample_data, *three, "--out", "abl", cwd=tmp_path)
+    assert "2 runs, 1 already finished, 1 to run" in p.stderr
+    rec = records(out)["yolov8n-simam/seed0.json"]
+    assert rec["status"] == "ok" and rec["resumed_from_epoch"] >= 1 and rec["command"].startswith("yolo train resume=")
+    log = (out / "logs" / "yolov8n-simam-seed0.log").read_text()
+    assert log.count("yolo train") >= 2  # the log keeps the first part of the run
+    rows = list(csv.DictReader(open(out / "work" / "yolov8n-simam" / "seed0" / "train" / "results.csv")))
+    assert [int(float(r["epoch"])) for r in rows] == [1, 2, 3]  # every epoch once: continued, not restarted
+
+
+def _checkpoint(path, epoch: int):
+    """An Ultralytics epoch checkpoint as the trainer writes it (model, epoch, optimizer state)."""
+    import torch
+    from ultralytics.nn.tasks import DetectionModel
+
+    model = DetectionModel("yolov8n.yaml", verbose=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"epoch": epoch, "ema": model.half(), "model": None, "optimizer": {"state": {}},
+                "train_args": {"epochs": 3}}, path)  # fmt: skip
+    return path
+
+
+def test_a_truncated_checkpoint_falls_back_to_the_previous_one_or_a_fresh_start(tmp_path):
+    from yolo_attn.ablate.running import resume_point
+
+    weights = tmp_path / "train" / "weights"
+    last = _checkpoint(weights / "last.pt", 1)
+    assert resume_point(tmp_path) == (str(last), 2, [], False)
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) // 2])  # killed while writing it
+    best = _checkpoint(weights / "best.pt", 0)
+    where, epoch, notes, finished = resume_point(tmp_path)
+    assert (where, epoch, finished) == (str(best), 1, False) and len(notes) == 1 and notes[0].startswith("last.pt does not load")
+    best.write_bytes(b"")
+    assert resume_point(tmp_path)[:2] == (None, 0)  # nothing usable: a fresh start
+    _checkpoint(weights / "last.pt", -1)  # stripped at the end of training: validate only
+    assert resume_point(tmp_path)[2:] == ([], True)
+
+
+def test_progress_reads_the_epochs_of_a_run_in_progress(tmp_path):
+    from yolo_attn.ablate.running import progress
+
+    assert progress(tmp_path, 10) is None
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "results.csv").write_text("epoch, metrics/mAP50-95(B)\n1, 0.01\n2, 0.0234\n")
+    assert progress(tmp_path, 10) == "epoch 2/10 mAP50-95(B) 0.0234"
 
 
 @pytest.mark.slow
@@ -317,12 +367,99 @@ def test_ray_backend_on_a_local_ray(sample_data, tmp_path):
     assert "4 runs, 0 already finished, 4 to run (ray)" in p.stderr
     recs = records(out)
     assert sorted(recs) == sorted(f"{s}/seed{k}.json" for s in ("yolov8n", "yolov8n-cbam") for k in (0, 1))
-    assert all(r["status"] == "ok" and r["device"] == "cpu" for r in recs.values())
+    assert all(r["status"] == "ok" and r["device"] == "cpu" and r["attempts"] == 1 for r in recs.values())
     assert recs["yolov8n-cbam/seed1.json"]["blocks"] == ["CBAM"]  # the Ray worker built our block from the name
     for k in (0, 1):  # the logs land on the driver
         assert "seed=" in (out / "logs" / f"yolov8n-cbam-seed{k}.log").read_text()
-    assert not (out / "work" / "yolov8n-cbam").exists()  # Ray runs work in the node's temporary folder
+    assert (out / "work" / "yolov8n-cbam" / "seed0" / "train" / "weights" / "last.pt").is_file()  # on the storage
     assert len(list(csv.DictReader(open(out / "ablation.csv")))) == 2
+
+
+RAY_DRIVER = """
+import sys, time
+from ray.cluster_utils import Cluster
+from pathlib import Path
+
+out, storage, data = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
+cluster.wait_for_nodes()
+print("ADDRESS", cluster.address, flush=True)
+# wait until a run has an epoch checkpoint on the storage, then remove the node that trains it
+deadline = time.time() + 600
+victim = None
+while victim is None and time.time() < deadline:
+    for run in storage.glob("work/*/seed0"):
+        if (run / "train" / "weights" / "last.pt").is_file() and not (run / "result.json").is_file():
+            node = (run / "ray_node").read_text()
+            victim = next((n for n in nodes if n.node_id == node), None)
+            if victim is not None:
+                break
+    time.sleep(0.2)
+cluster.remove_node(victim)
+print("REMOVED", run.parent.name, flush=True)
+while not (Path(sys.argv[4]).is_file()):
+    time.sleep(0.5)
+cluster.shutdown()
+"""
+
+
+@pytest.mark.slow
+def test_ray_survives_a_lost_node_and_resumes_the_run_from_shared_storage(sample_data, tmp_path):
+    """A Ray cluster on this machine (a head without CPUs, two one-CPU worker nodes): a worker node is removed while
+    a run trains on it; Ray reruns the task on the other node, which continues the run from its checkpoint on the
+    shared storage, and the ablation ends with every run ok. A config that fails to build fails once."""
+    pytest.importorskip("ray")
+    out, storage, stop = tmp_path / "abl", tmp_path / "shared", tmp_path / "stop"
+    cluster = subprocess.Popen([str(BIN / "python"), "-c", RAY_DRIVER, str(out), str(storage), str(sample_data), str(stop)],
+                               cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        address = next(line.split()[1] for line in cluster.stdout if line.startswith("ADDRESS"))
+        three = ["--seeds", 1, "--epochs", 5, "--imgsz", 64, "--batch", 8, "--control", "none", "workers=0"]
+        p = cli("ablate", "yolov8n-simam.yaml", "--data", sample_data, *three, "--backend", "ray", "--ray-address",
+                address, "--storage", storage, "--out", "abl", cwd=tmp_path, timeout=1200)  # fmt: skip
+        removed = next(line for line in cluster.stdout if line.startswith("REMOVED"))
+        recs = records(out)
+        assert sorted(recs) == ["yolov8n-simam/seed0.json", "yolov8n/seed0.json"], p.stderr[-2000:]
+        assert all(r["status"] == "ok" for r in recs.values()), recs
+        lost = [r for r in recs.values() if r["attempts"] > 1]
+        assert [r["stem"] for r in lost] == [removed.split()[1]], (removed, recs)
+        assert lost[0]["resumed_from_epoch"] >= 1  # continued from its checkpoint on the storage, not restarted
+        assert (out / "logs" / f"{lost[0]['stem']}-seed0.log").read_text().count("yolo train") >= 2
+        (tmp_path / "bad.yaml").write_text(BAD)
+        q = cli("ablate", "bad.yaml", "--base", "yolov8n.yaml", "--data", sample_data, *three, "--backend", "ray",
+                "--ray-address", address, "--storage", storage, "--out", "bad", cwd=tmp_path, check=False, timeout=1200)  # fmt: skip
+        assert q.returncode == 1
+        bad = records(tmp_path / "bad")["bad/seed0.json"]
+        assert bad["status"] == "failed" and bad["attempts"] == 1 and "NoSuchBlock" in bad["error"]
+    finally:
+        stop.write_text("")
+        cluster.wait(timeout=120)
+
+
+@pytest.mark.slow
+def test_a_stopped_ray_driver_leaves_no_training_process(sample_data, tmp_path):
+    """SIGTERM to the driver while Ray tasks train: the tasks are cancelled, no training process is left on the
+    node, and the rerun continues both runs from their checkpoints."""
+    pytest.importorskip("ray")
+    five = ["--seeds", 1, "--epochs", 5, "--imgsz", 64, "--batch", 8, "--control", "none", "workers=0"]
+    cmd = [BIN / "yolo-attn", "ablate", "yolov8n-se.yaml", "--data", sample_data, *five, "--backend", "ray",
+           "--workers", 2, "--out", "abl"]  # fmt: skip
+    out = tmp_path / "abl"
+    drv = subprocess.Popen([str(c) for c in cmd], cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)  # fmt: skip
+    _wait(lambda: len(list(out.glob("work/*/seed0/train/weights/last.pt"))) == 2, drv, "both runs' first epochs")
+    drv.send_signal(signal.SIGTERM)
+    assert drv.wait(timeout=120) == 130
+    deadline = time.time() + 30
+    while (left := subprocess.run(["pgrep", "-f", str(out / "work")], capture_output=True, text=True).stdout.split()):
+        assert time.time() < deadline, f"training processes outlived the driver: {left}"
+        time.sleep(0.5)
+    assert not (out / "runs").exists() or not list((out / "runs").glob("*/*.json"))
+    p = cli("ablate", "yolov8n-se.yaml", "--data", sample_data, *five, "--backend", "ray", "--workers", 2, "--out", "abl",
+            cwd=tmp_path, timeout=900)  # fmt: skip
+    recs = records(out)
+    assert len(recs) == 2 and all(r["status"] == "ok" and r["resumed_from_epoch"] >= 1 for r in recs.values()), p.stderr
 
 
 def test_ray_workers_see_the_blocks_without_an_import(tmp_path):

@@ -297,7 +297,8 @@ def cmd_ablate(args) -> int:
     opt = ablate.Options(data=args.data, seeds=args.seeds, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
                          fraction=args.fraction, pretrained=args.pretrained, control_pretrained=args.control_pretrained,
                          identity_start=args.identity_start, out=args.out, backend=args.backend, workers=args.workers,
-                         ray_address=args.ray_address, device=args.device, extra=extra)  # fmt: skip
+                         ray_address=args.ray_address, device=args.device, extra=extra, storage=args.storage,
+                         retries=args.retries)  # fmt: skip
     if args.dry_run:
         lines = ablate.dry_run(ablate.prepare(entries, opt))
         print("\n".join(lines[:2] + notes + lines[2:]))
@@ -389,6 +390,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=1, help="parallel runs (local), CPUs of a local Ray (default 1)")
     s.add_argument("--ray-address", help="Ray cluster to connect to (default: start a local Ray)")
     s.add_argument("--device", default="cpu", help="cpu, or GPUs 0,1,... assigned round-robin to parallel runs")
+    s.add_argument("--storage", help="where runs keep checkpoints and logs while they train: a folder every Ray node "
+                   "mounts, so a run on a lost node continues on another (default: --out for local runs and a local Ray)")  # fmt: skip
+    s.add_argument("--retries", type=int, default=3, help="Ray: reruns of a run whose node or worker is lost (default 3)")
     s.add_argument("--dry-run", action="store_true", help="print the plan (base, control, configs, seeds, each run's "
                    "train command, what a rerun skips) and train nothing")  # fmt: skip
     s.set_defaults(run=cmd_ablate)

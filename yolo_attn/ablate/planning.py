@@ -54,10 +54,14 @@ class Options:
     ray_address: str | None = None
     device: str = "cpu"
     extra: list[str] = field(default_factory=list)
+    storage: str | None = None  # where runs keep checkpoints and logs, a folder every Ray node sees (default --out)
+    retries: int = 3  # Ray: reruns of a run whose node or worker was lost
 
     def check(self) -> None:
         if self.seeds < 1 or self.epochs < 1 or self.workers < 1:
             raise AblateError("--seeds, --epochs and --workers must be at least 1")
+        if self.retries < 0:
+            raise AblateError(f"--retries must be 0 or more, got {self.retries}")
         if not 0 < self.fraction <= 1:
             raise AblateError(f"--fraction must be in (0, 1], got {self.fraction}")
         if self.backend not in ("local", "ray"):

@@ -62,22 +62,67 @@ def command(job: dict, workdir: Path, device: str) -> str:
     return "yolo train " + " ".join(shlex.quote(a) for a in train_args(job, workdir, device))
 
 
+def resume_point(workdir: Path) -> tuple[str | None, int, list[str], bool]:
+    """Where an interrupted run continues: (checkpoint, epochs it holds, notes on checkpoints that do not load, whether
+    training had finished). last.pt first, then best.pt (a kill while last.pt was written leaves it truncated)."""
+    from ..checkpoints import load_checkpoint
+
+    notes = []
+    for name in ("last.pt", "best.pt"):
+        path = Path(workdir) / "train" / "weights" / name
+        if not path.is_file():
+            continue
+        try:
+            _, ckpt = load_checkpoint(str(path))
+        except Exception as e:  # truncated or corrupt: the next one, or a fresh start
+            notes.append(f"{name} does not load ({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:120]})")
+            continue
+        epoch = ckpt.get("epoch", -1)
+        if epoch is None or epoch < 0:  # Ultralytics strips the optimizer when training ends: nothing to resume
+            return str(path), -1, notes, True
+        return str(path), epoch + 1, notes, False
+    return None, 0, notes, False
+
+
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): the kernel sends SIGTERM when the process that started it dies, so a killed
+    driver or Ray task leaves no training process behind."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def execute(job: dict, workdir: Path, log: Path, device: str, env_extra: dict | None = None,
             pretrained_bytes: bytes | None = None) -> dict | None:  # fmt: skip
     """Train and validate one run in its own process; the record (without the driver's fields), or None when it was
-    stopped by a signal."""
-    workdir = Path(workdir)
-    if workdir.exists():  # an interrupted run starts over
-        import shutil
+    stopped by a signal. A run interrupted before continues from its last epoch checkpoint in ``workdir`` with
+    Ultralytics' own resume (``resumed_from_epoch`` in the record)."""
+    import shutil
 
-        shutil.rmtree(workdir)
-    workdir.mkdir(parents=True)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    attempts = int((workdir / "attempts").read_text()) + 1 if (workdir / "attempts").is_file() else 1
+    write_atomic(workdir / "attempts", str(attempts))
+    resume, done, notes, finished = resume_point(workdir)
+    if resume is None and (workdir / "train").exists():  # nothing usable: start over
+        shutil.rmtree(workdir / "train")
+    elif resume is not None and not finished:  # rows of epochs after the checkpoint are trained again: drop them
+        csv_path = workdir / "train" / "results.csv"
+        if csv_path.is_file():
+            lines = csv_path.read_text().splitlines(keepends=True)
+            write_atomic(csv_path, "".join(lines[: 1 + done]))
     if job["yaml_text"] is not None:  # the YAML travels in the job (a Ray node may not have the user's file)
         (workdir / job["yaml_name"]).write_text(job["yaml_text"], encoding="utf-8")  # its stem keeps the scale letter
     (workdir / "data.yaml").write_text(job["data_text"], encoding="utf-8")
     if pretrained_bytes is not None:
         (workdir / Path(job["pretrained"]).name).write_bytes(pretrained_bytes)
     train = train_args(job, workdir, device)
+    if resume is not None and not finished:  # Ultralytics' resume: the checkpoint's recipe, this node's device
+        train = [f"resume={resume}", f"model={resume}", f"device={device}",
+                 *[kv for kv in job["extra"] if kv.split("=", 1)[0] in ("workers",)]]  # fmt: skip
     val = {"data": str(workdir / "data.yaml"), "imgsz": job["imgsz"], "batch": job["batch"], "device": device,
            "plots": False, "verbose": False, "project": str(workdir), "name": "val", "exist_ok": True, "split": "val"}  # fmt: skip
     for kv in job["extra"]:  # dataloader workers and the like apply to the validation as well
@@ -85,7 +130,9 @@ def execute(job: dict, workdir: Path, log: Path, device: str, env_extra: dict | 
         if k in VAL_KEYS:
             val[k] = yaml.safe_load(v)
     spec = {"train": train, "val": val, "best": str(workdir / "train" / "weights" / "best.pt"),
-            "result": str(workdir / "result.json"), "rtdetr": names.is_rtdetr(job["yaml_name"])}  # fmt: skip
+            "result": str(workdir / "result.json"), "rtdetr": names.is_rtdetr(job["yaml_name"]),
+            "skip_train": finished}  # fmt: skip
+    (workdir / "result.json").unlink(missing_ok=True)
     (workdir / "job.json").write_text(json.dumps(spec))
     env = dict(os.environ)
     env.pop("YOLO_ATTN_DISABLE", None)  # the run must see the blocks through the start-up hook
@@ -94,35 +141,69 @@ def execute(job: dict, workdir: Path, log: Path, device: str, env_extra: dict | 
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     cmd = "yolo train " + " ".join(shlex.quote(a) for a in train)
-    with open(log, "w") as fh:
-        fh.write(cmd + "\n\n")
+    with open(log, "a" if resume else "w") as fh:  # a resumed run keeps the log of its first part
+        fh.write(("\n" if resume else "") + cmd + "\n" + "".join(f"  ({n})\n" for n in notes) + "\n")
         fh.flush()
         p = subprocess.Popen([sys.executable, str(WORKER), str(workdir / "job.json")], stdout=fh,
-                             stderr=subprocess.STDOUT, env=env, cwd=workdir, start_new_session=True)  # fmt: skip
+                             stderr=subprocess.STDOUT, env=env, cwd=workdir, start_new_session=True,
+                             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)  # fmt: skip
         _CHILDREN.add(p)
         try:
             rc = p.wait()
         finally:
             _CHILDREN.discard(p)
-    if _STOP.is_set():  # stopped by a signal to the driver: no record, the rerun runs it again
+    if _STOP.is_set():  # stopped by a signal to the driver: no record, the rerun continues it
         return None
     try:
         rec = json.loads((workdir / "result.json").read_text())
     except (OSError, ValueError):
         rec = {"status": "failed", "error": f"the run's process exited with status {rc} without a result; see {log}"}
-    rec.update(command=cmd, device=device, host=socket.gethostname(),
-               started=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t0)), wall_seconds=round(time.time() - t0, 2))  # fmt: skip
+    rec.update(command=cmd, device=device, host=socket.gethostname(), attempts=attempts,
+               started=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t0)), wall_seconds=round(time.time() - t0, 2),
+               resumed_from_epoch=max(done, 0) if resume and not finished else 0)  # fmt: skip
+    if notes:
+        rec["resume_notes"] = notes
     return rec
 
 
-def _ray_execute(job: dict, device: str, pretrained_bytes: bytes | None) -> tuple[dict | None, str]:
-    """A Ray task: one run in a temporary folder of the node it lands on; returns (record, log text)."""
+def progress(workdir: Path, epochs: int) -> str | None:
+    """'epoch k/N mAP50-95 x' of a run in progress, from the results.csv Ultralytics writes after every epoch."""
+    import csv
+
+    path = Path(workdir) / "train" / "results.csv"
+    try:
+        rows = list(csv.DictReader(path.open()))
+    except OSError:
+        return None
+    if not rows:
+        return None
+    last = {k.strip(): v for k, v in rows[-1].items() if k}
+    metric = next((k for k in ("metrics/mAP50-95(M)", "metrics/mAP50-95(P)", "metrics/mAP50-95(B)",
+                               "metrics/accuracy_top1") if k in last), None)  # fmt: skip
+    value = f" {metric.removeprefix('metrics/')} {float(last[metric]):.4f}" if metric else ""
+    return f"epoch {len(rows)}/{epochs}{value}"
+
+
+def _ray_execute(job: dict, device: str, pretrained_bytes: bytes | None, storage: str | None) -> tuple[dict | None, str]:
+    """A Ray task: one run, in ``storage`` (a folder every node sees: a retried task on another node continues from
+    the run's last checkpoint there) or else in a temporary folder of its node; returns (record, log text when the log
+    is not on the storage)."""
     import shutil
 
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    if storage:
+        run = Path(storage) / "work" / job["yaml_name"].removesuffix(".yaml") / f"seed{job['seed']}"
+        log = Path(storage) / "logs" / f"{job['yaml_name'].removesuffix('.yaml')}-seed{job['seed']}.log"
+        write_atomic(run / "ray_node", node)  # which node trains it now (a lost node's run shows up here)
+        rec = execute(job, run, log, device, pretrained_bytes=pretrained_bytes)
+        return (rec if rec is None else {**rec, "ray_node": node}), ""
     tmp = Path(tempfile.mkdtemp(prefix="yolo-attn-ablate-"))
     try:
         log = tmp / "run.log"
         rec = execute(job, tmp / "run", log, device, pretrained_bytes=pretrained_bytes)
+        rec = rec if rec is None else {**rec, "ray_node": node}
         return rec, log.read_text(errors="replace") if log.is_file() else ""
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -189,20 +270,75 @@ def dry_run(p: Prepared) -> list[str]:
         lines.append(f"refused: {p.conflict}")
     if opt.backend == "ray":
         lines.append("device: Ray gives each run one GPU where the cluster has GPUs (device=0 in the task), else cpu; "
-                     "commands below say cpu, and run in a temporary folder of the node")  # fmt: skip
+                     "commands below say cpu")  # fmt: skip
     todo = set((e.stem, s) for e, s in p.todo)
+    storage = storage_of(opt, p.out)
     k = 0
     for seed in range(opt.seeds):
         for e in p.entries:
             if (e.stem, seed) not in todo:
                 lines.append(f"skip {e.stem} seed {seed}: finished")
                 continue
-            work = Path("<node tmp>/run") if opt.backend == "ray" else p.out / "work" / e.stem / f"seed{seed}"
+            work = storage / "work" / e.stem / f"seed{seed}" if storage else Path("<node tmp>/run")
             dev = "cpu" if opt.backend == "ray" else devs[k % len(devs)]
             k += 1
             why = f"  # {e.error}" if e.error else ""
             lines.append(f"run {e.stem} seed {seed} ({e.role}): {command(p.jobs[(e.stem, seed)], work, dev)}{why}")
     return lines
+
+
+class Monitor:
+    """The runs in progress and their epochs, shown beside the bar over runs (polled from their results.csv every
+    ``every`` seconds in a thread)."""
+
+    def __init__(self, bar, epochs: int, every: float = 2.0):
+        self.bar, self.epochs, self.every = bar, epochs, every
+        self.running: dict[str, tuple[Path, bool]] = {}
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def start(self, label: str, workdir: Path, waiting: bool = False) -> None:
+        """A run that started (``waiting``: queued, shown once it has a first epoch)."""
+        with self.lock:
+            self.running[label] = (Path(workdir), waiting)
+        self.show()
+
+    def stop(self, label: str) -> None:
+        with self.lock:
+            self.running.pop(label, None)
+
+    def show(self) -> None:
+        with self.lock:
+            items = list(self.running.items())
+        shown = [(label, progress(w, self.epochs), waiting) for label, (w, waiting) in items]
+        parts = [f"{label} {p or 'starting'}" for label, p, waiting in shown if p or not waiting]
+        self.bar.set_postfix_str("; ".join(parts), refresh=True)
+
+    def _loop(self) -> None:
+        while not self.done.wait(self.every):
+            self.show()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.thread.join()
+
+
+def storage_of(opt: Options, out: Path) -> Path | None:
+    """Where runs keep their checkpoints and logs: ``--storage``, or ``--out`` for local runs and a local Ray; None
+    for a remote Ray cluster without ``--storage`` (each run then works in a temporary folder of its node)."""
+    if opt.storage:
+        if "://" in opt.storage:
+            from .planning import AblateError
+
+            raise AblateError(f"--storage {opt.storage}: give a folder every node mounts (a shared filesystem path); "
+                              "URIs such as s3:// are not supported")  # fmt: skip
+        return Path(opt.storage).resolve()
+    return out if opt.backend == "local" or not opt.ray_address else None
 
 
 def ablate(entries: list[Entry], opt: Options, console=None) -> dict:
@@ -231,6 +367,10 @@ def ablate(entries: list[Entry], opt: Options, console=None) -> dict:
 
     from tqdm import tqdm
 
+    storage = storage_of(opt, out)
+    if opt.backend == "ray" and storage is None:
+        say("ablate: no --storage: runs work in temporary folders of their nodes, so a run on a lost node starts over "
+            "and its progress shows only at its end; give --storage DIR (a folder every node mounts) to resume it")  # fmt: skip
     bar = tqdm(total=len(todo), desc="ablate", unit="run", dynamic_ncols=True, file=sys.stderr)
     stopped = _STOP  # set by a signal: children are stopped, their runs left without a record
     stopped.clear()
@@ -248,10 +388,11 @@ def ablate(entries: list[Entry], opt: Options, console=None) -> dict:
         for s in (signal.SIGINT, signal.SIGTERM):
             previous[s] = signal.signal(s, on_signal)
     try:
-        if opt.backend == "local":
-            _run_local(todo, p.jobs, opt, out, finish, bar, stopped)
-        else:
-            _run_ray(todo, p.jobs, opt, out, finish, bar, stopped)
+        with Monitor(bar, opt.epochs) as monitor:
+            if opt.backend == "local":
+                _run_local(todo, p.jobs, opt, out, finish, bar, stopped, monitor)
+            else:
+                _run_ray(todo, p.jobs, opt, out, finish, bar, stopped, monitor, storage, on_signal if previous else None)
     finally:
         bar.close()
         for s, h in previous.items():
@@ -262,7 +403,7 @@ def ablate(entries: list[Entry], opt: Options, console=None) -> dict:
     return summary
 
 
-def _run_local(todo, jobs, opt: Options, out: Path, finish, bar, stopped) -> None:
+def _run_local(todo, jobs, opt: Options, out: Path, finish, bar, stopped, monitor: Monitor) -> None:
     slots: queue.Queue = queue.Queue()
     devs = devices(opt.device)
     for i in range(opt.workers):  # one device per parallel slot, round-robin
@@ -275,11 +416,12 @@ def _run_local(todo, jobs, opt: Options, out: Path, finish, bar, stopped) -> Non
         if stopped.is_set():
             return
         dev = slots.get()
+        label, workdir = f"{e.stem} s{seed}", out / "work" / e.stem / f"seed{seed}"
+        monitor.start(label, workdir)
         try:
-            bar.set_postfix_str(f"{e.stem} seed {seed}", refresh=True)
-            rec = execute(jobs[(e.stem, seed)], out / "work" / e.stem / f"seed{seed}", out / "logs" /
-                          f"{e.stem}-seed{seed}.log", dev, env_extra=env)  # fmt: skip
+            rec = execute(jobs[(e.stem, seed)], workdir, out / "logs" / f"{e.stem}-seed{seed}.log", dev, env_extra=env)
         finally:
+            monitor.stop(label)
             slots.put(dev)
         if rec is not None and not stopped.is_set():
             finish(e, seed, rec)
@@ -296,7 +438,8 @@ def _run_local(todo, jobs, opt: Options, out: Path, finish, bar, stopped) -> Non
             f.result()
 
 
-def _run_ray(todo, jobs, opt: Options, out: Path, finish, bar, stopped) -> None:
+def _run_ray(todo, jobs, opt: Options, out: Path, finish, bar, stopped, monitor: Monitor, storage: Path | None,
+             on_signal=None) -> None:  # fmt: skip
     from .planning import AblateError
 
     try:
@@ -307,9 +450,15 @@ def _run_ray(todo, jobs, opt: Options, out: Path, finish, bar, stopped) -> None:
     if started:
         kw = {"address": opt.ray_address} if opt.ray_address else {"num_cpus": opt.workers if opt.workers > 1 else None}
         ray.init(**kw, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    if on_signal is not None:  # ray.init installs its own SIGTERM handler (exit 1): a stop must cancel the runs
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, on_signal)
     try:
         gpus = ray.cluster_resources().get("GPU", 0)
-        task = ray.remote(num_gpus=1 if gpus else 0, num_cpus=1, max_retries=0)(_ray_execute)
+        # a lost node or killed worker (a system failure) reruns the task, which continues from the run's last checkpoint
+        # on the storage; an exception inside the task (none expected: failures are records) is not retried
+        task = ray.remote(num_gpus=1 if gpus else 0, num_cpus=1, max_retries=opt.retries,
+                          retry_exceptions=False)(_ray_execute)  # fmt: skip
         blobs = {}
         pending = {}
         for e, seed in todo:
@@ -320,16 +469,23 @@ def _run_ray(todo, jobs, opt: Options, out: Path, finish, bar, stopped) -> None:
                     blobs[job["pretrained"]] = ray.put(Path(job["pretrained"]).read_bytes())
                 ref = blobs[job["pretrained"]]
             # Ray sets CUDA_VISIBLE_DEVICES to the task's GPU: device 0 is that GPU
-            pending[task.remote(job, "0" if gpus else "cpu", ref)] = (e, seed)
+            pending[task.remote(job, "0" if gpus else "cpu", ref, str(storage) if storage else None)] = (e, seed)
+            if storage:
+                monitor.start(f"{e.stem} s{seed}", storage / "work" / e.stem / f"seed{seed}", waiting=True)
         while pending and not stopped.is_set():
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
             for r in ready:
                 e, seed = pending.pop(r)
+                monitor.stop(f"{e.stem} s{seed}")
                 try:
                     rec, log = ray.get(r)
-                except Exception as exc:  # the task itself died (node lost, out of memory)
+                except Exception as exc:  # the task died more often than --retries allows
                     rec, log = {"status": "failed", "error": f"Ray task failed: {str(exc).splitlines()[0]}"}, ""
-                write_atomic(out / "logs" / f"{e.stem}-seed{seed}.log", log)
+                name = f"{e.stem}-seed{seed}.log"
+                if storage is None or not (storage / "logs" / name).is_file():
+                    write_atomic(out / "logs" / name, log)
+                elif storage != out:  # the log streamed to the storage: a copy lands on the driver
+                    write_atomic(out / "logs" / name, (storage / "logs" / name).read_bytes())
                 if rec is not None:
                     finish(e, seed, rec)
                     bar.update(1)

@@ -1,7 +1,7 @@
 """One ablation run, in its own process: ``python worker.py JOB.json``.
 
-It runs Ultralytics' CLI entrypoint with the exact ``yolo train`` arguments of the job, validates ``best.pt`` and
-writes the result JSON. Nothing of yolo_attn is imported before training: the installed start-up hook activates it
+It runs Ultralytics' CLI entrypoint with the exact ``yolo train`` arguments of the job (``resume=last.pt`` for a run
+that continues), validates ``best.pt`` and writes the result JSON. Nothing of yolo_attn is imported before training: the installed start-up hook activates it
 when Ultralytics builds the model, as in any ``yolo`` process, so what it trains is what ``yolo train`` trains.
 """
 
@@ -40,7 +40,8 @@ def main(job_file: str) -> int:
         from ultralytics.cfg import entrypoint
 
         t = time.perf_counter()
-        entrypoint()
+        if not job.get("skip_train"):  # a run whose training ended before an interruption is only validated
+            entrypoint()
         res["train_seconds"] = round(time.perf_counter() - t, 2)
         if not os.path.isfile(job["best"]):
             raise RuntimeError("training ended without " + job["best"])
