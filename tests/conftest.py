@@ -233,19 +233,27 @@ def base_checkpoints(tmp_path_factory) -> dict:
     return found
 
 
-_BUILT: dict = {}
+_BUILT: dict = {}  # name -> model, least recently used first
+_BUILT_MAX_PARAMS = 150_000_000  # about 600 MB of fp32 weights: --full builds every config at x, 60-100 M each
 
 
 def built(name: str):
     """A fresh copy of the DetectionModel a config name builds, in eval mode. Each name is built once per session
-    (test_configs, test_transfer and test_export read the same ready configs); callers may change their copy."""
+    while it stays in a small least-recently-used cache (test_configs, test_transfer and test_export read the same
+    ready configs); callers may change their copy."""
     import copy
 
     from ultralytics.nn.tasks import DetectionModel
 
-    if name not in _BUILT:
-        _BUILT[name] = DetectionModel(name, verbose=False).eval()
-    return copy.deepcopy(_BUILT[name])
+    model = _BUILT.pop(name, None)
+    if model is None:
+        model = DetectionModel(name, verbose=False).eval()
+    _BUILT[name] = model
+    total = sum(p.numel() for m in _BUILT.values() for p in m.parameters())
+    while total > _BUILT_MAX_PARAMS and len(_BUILT) > 1:
+        oldest = next(iter(_BUILT))
+        total -= sum(p.numel() for p in _BUILT.pop(oldest).parameters())
+    return copy.deepcopy(model)
 
 
 # One ready config per kind of block and export path, every family: the default run's sample of per-config sweeps

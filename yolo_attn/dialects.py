@@ -100,7 +100,7 @@ def _map(rule: str, spec: BlockSpec, sig: tuple, pos: list, layer: Layer, droppe
 
 def _candidates(spec: BlockSpec, alias: Alias | None, written: str, pos: list, layer: Layer) -> list[Reading]:
     ours = tuple(a.name for a in spec.args)
-    sig = alias.signature if alias and alias.signature else ours
+    sig = alias.signature if alias and alias.signature is not None else ours
     out = [_map("yolo_attn" if sig == ours else "alias", spec, sig, pos, layer)]
     if alias is None and written in registry.ULTRALYTICS_SIGNATURES and pos:
         out.append(_map("ultralytics", spec, registry.ULTRALYTICS_SIGNATURES[written], pos, layer))
@@ -186,6 +186,8 @@ def read(spec: BlockSpec, alias: Alias | None, layer: Layer) -> Decision:
     for k in kw:  # a mapping means our names
         if k not in valid:
             raise layer.error(f"unknown argument {k!r}; {spec.name}'s arguments: {', '.join(valid) or 'none'}")
+    if alias is not None and alias.preset:  # what the name itself means; the row's own mapping wins
+        kw = {**alias.preset, **kw}
     c = layer.input_width()
     readings = [_check(spec, r, kw, c) for r in _candidates(spec, alias, written, pos, layer)]
     if spec.inner is not None and block_kw:

@@ -8,6 +8,7 @@ A channel rule turns the row's values into the constructor arguments and the out
 layer, the way Ultralytics' ``parse_model`` does for its own modules:
 
 - ``same_width``: channel-preserving block; args = [c1, *values], output width c1.
+- ``upsample_width``: an upsampler (DySample, CARAFE): args = [c1, *values], output width c1, H x W times the scale.
 - ``conv_width``: width scaled like ``Conv``, c2 = make_divisible(min(c2, max_channels) * width, 8);
   args = [c1, c2, *rest]; ``conv_width_repeat`` also passes the depth-scaled repeat count at args[2].
 - ``fused_width``: multi-input block; ``from`` is a list, c1 = [widths of every input]; c2 scaled like ``Conv``.
@@ -132,6 +133,9 @@ class Arg:
         elif self.kind == "padding":
             if v is not None and (not _is_int(v) or v < 0):
                 return f"{name} must be null (same padding) or an integer >= 0, got {v!r}"
+        elif self.kind == "kernels":
+            if not isinstance(v, (list, tuple)) or not v or not all(_is_int(k) and k >= 1 and k % 2 for k in v):
+                return f"{name} must be a list of odd kernel sizes, e.g. [3, 5], got {v!r}"
         return None
 
     def interval(self) -> str:
@@ -143,7 +147,8 @@ class Arg:
         """'reduction=16', 'c2', 'kernel_size=None (adaptive)': as the signature shows it."""
         if self.default is REQUIRED:
             return self.name
-        default = "1e-4" if self.default == 1e-4 else self.default
+        default = "1e-4" if self.default == 1e-4 else list(self.default) if isinstance(self.default, tuple) else (
+            self.default)  # fmt: skip
         return f"{self.name}={default}" + (f" ({self.note})" if self.note else "")
 
 
@@ -168,7 +173,7 @@ def flag(name: str, default: bool) -> Arg:
     return Arg(name, "flag", default)
 
 
-def choice(name: str, default: str, *options: str) -> Arg:
+def choice(name: str, default, *options) -> Arg:
     return Arg(name, "choice", default, choices=options)
 
 
@@ -246,6 +251,14 @@ def _rest(values: dict, *skip: str) -> list:
 def same_width(layer: Layer, values: dict):
     c1 = layer.single_input()
     return c1, [c1, *values.values()], layer.n
+
+
+def upsample_width(layer: Layer, values: dict):
+    """An upsampler (DySample, CARAFE): the width is kept, H x W grow by the scale. Not a channel-preserving block in
+    the sense of ``insert`` and composites, which need H x W kept too."""
+    c1 = layer.single_input()
+    layer.single_repeat()
+    return c1, [c1, *values.values()], 1
 
 
 def conv_width(layer: Layer, values: dict):
@@ -493,6 +506,110 @@ for _spec in (
 ):  # fmt: skip
     register(_spec)
 
+# The community's most used blocks of 2023-2026
+_FASTER = 'Chen, Kao, He, Zhuo, Wen, Lee, Chan, "Run, Don\'t Walk: Chasing Higher FLOPS for Faster Neural Networks", CVPR 2023'
+_STAR = 'Ma, Dai, Bai, Chen, Fu, "Rewrite the Stars", CVPR 2024'
+_RFA = ('Zhang, Liu, Yang, Song, Ye, Li, Song, "RFAConv: Innovating Spatial Attention and Standard Convolutional '
+        'Operation", arXiv 2304.03198, 2023')  # fmt: skip
+_GS = ('Li et al., "Slim-neck by GSConv: a lightweight-design for real-time detector '
+       'architectures", Journal of Real-Time Image Processing 2024')  # fmt: skip
+_U = "upsample"
+_C2F_ARGS = (width(), flag("shortcut", False), count("g"), number("e", 0.5, 0, 1, closed=(False, True)))
+for _spec in (
+    # grouped.py
+    BlockSpec("EMA", M.EMA, same_width, _A, "Efficient Multi-scale Attention (EMA)",
+              'Ouyang et al., "Efficient Multi-Scale Attention Module with '
+              'Cross-Spatial Learning", ICASSP 2023',
+              (Arg("factor", "ratio", 32, 1, MAX_RATIO, label="factor (channel groups)"),), "[-1, 1, EMA, []]"),
+    BlockSpec("ShuffleAttention", M.ShuffleAttention, same_width, _A, "Shuffle Attention (SA-Net)",
+              'Zhang, Yang, "SA-Net: Shuffle Attention for Deep Convolutional Neural Networks", ICASSP 2021',
+              (Arg("groups", "ratio", 64, 1, 128),), "[-1, 1, ShuffleAttention, []]"),
+    BlockSpec("SKAttention", M.SKAttention, same_width, _A, "Selective Kernel attention (SKNet)",
+              'Li, Wang, Hu, Yang, "Selective Kernel Networks", CVPR 2019',
+              (Arg("kernels", "kernels", (1, 3, 5, 7)), ratio(), count("groups"), count("L", 32),
+               choice("variant", "port", *M.SKAttention.VARIANTS)), "[-1, 1, SKAttention, []]"),
+    # local.py
+    BlockSpec("ELA", M.ELA, same_width, _A, "Efficient Local Attention (ELA)",
+              'Xu, Wan, "ELA: Efficient Local Attention for Deep Convolutional Neural Networks", arXiv 2403.01123, 2024',
+              (kernel("kernel_size", 7), count("group_channels"), count("num_groups", 16)), "[-1, 1, ELA, []]"),
+    BlockSpec("MLCA", M.MLCA, same_width, _A, "Mixed Local Channel Attention (MLCA)",
+              'Wan et al., "Mixed local channel attention for object detection", Engineering '
+              'Applications of Artificial Intelligence 2023',
+              (count("local_size", 5, hi=64), number("gamma", 2, 0), number("b", 1),
+               number("local_weight", 0.5, 0, 1, closed=(True, True))), "[-1, 1, MLCA, []]"),
+    BlockSpec("CPCA", M.CPCA, same_width, _A, "Channel Prior Convolutional Attention (CPCA)",
+              'Huang, Chen, Zou, Lu, Chen, "Channel prior convolutional attention for medical image '
+              'segmentation", Computers in Biology and Medicine 2024',
+              (ratio("reduction", 4),), "[-1, 1, CPCA, []]"),
+    # largekernel.py
+    BlockSpec("LSKA", M.LSKA, same_width, _A, "Large Separable Kernel Attention (LSKA)",
+              'Lau, Po, Rehman, "Large Separable Kernel Attention: Rethinking the Large Kernel Attention Design in '
+              'CNN", Expert Systems with Applications 2024',
+              (choice("kernel_size", 7, *M.LSKA_KERNELS),), "[-1, 1, LSKA, []]"),
+    BlockSpec("LSKBlock", M.LSKBlock, same_width, _A, "Large Selective Kernel module (LSKNet)",
+              'Li, Hou, Wang, Gao, Xu, Yang, Li, "Large Selective Kernel Network for Remote Sensing Object '
+              'Detection", ICCV 2023',
+              (), "[-1, 1, LSKBlock, []]"),
+    BlockSpec("WTConv", M.WTConv, same_width, _C, "Wavelet Convolution (WTConv)",
+              'Finder, Amoyal, Treister, Freifeld, "Wavelet Convolutions for Large Receptive Fields", ECCV 2024',
+              (kernel("kernel_size", 5), count("stride", 1, hi=1, label="stride (1: WTConv keeps H x W here)"),
+               count("wt_levels", 1, hi=5), flag("bias", True)), "[-1, 1, WTConv, []]"),
+    # reconstruct.py
+    BlockSpec("ScConv", M.ScConv, same_width, _C, "Spatial and Channel Reconstruction Convolution (ScConv, CVPR 2023)",
+              'Li, Zhang, Huang, "SCConv: Spatial and Channel Reconstruction Convolution for Feature Redundancy", '
+              'CVPR 2023',
+              (count("group_num", 4), number("gate_threshold", 0.5, 0, 1), number("alpha", 0.5, 0, 1),
+               count("squeeze_ratio", 2), count("group_size", 2), kernel("group_kernel_size", 3)),
+              "[-1, 1, ScConv, []]"),
+    # mobile.py
+    BlockSpec("PConv", M.PConv, same_width, _C, "Partial Convolution (FasterNet PConv)", _FASTER,
+              (count("n_div", 4, lo=1, hi=64),), "[-1, 1, PConv, []]"),
+    BlockSpec("FasterBlock", M.FasterBlock, same_width, _C, "FasterNet block (PConv + MLP)", _FASTER,
+              (count("n_div", 4, lo=1, hi=64), number("mlp_ratio", 2.0, 0), choice("act", "relu", "relu", "gelu", "silu"),
+               number("layer_scale", 0.0, 0, closed=(True, False))), "[-1, 1, FasterBlock, []]"),
+    BlockSpec("C2f_Faster", M.C2f_Faster, conv_width_repeat, _C, "C2f with FasterNet blocks (C2f_Faster)", _FASTER,
+              _C2F_ARGS, "[-1, 3, C2f_Faster, [256]]"),
+    BlockSpec("StarBlock", M.StarBlock, same_width, _C, "Star block (StarNet)", _STAR,
+              (count("mlp_ratio", 3, hi=16),), "[-1, 1, StarBlock, []]"),
+    BlockSpec("C2f_Star", M.C2f_Star, conv_width_repeat, _C, "C2f with star blocks (C2f_Star)", _STAR, _C2F_ARGS,
+              "[-1, 3, C2f_Star, [256]]"),
+    BlockSpec("iRMB", M.iRMB, same_width, _A, "inverted Residual Mobile Block (iRMB, EMO)",
+              'Zhang, Li, Li, Liu, Xue, Zhang, Jiang, Huang, Wang, Wang, "Rethinking Mobile Block for Efficient '
+              'Attention-based Models", ICCV 2023',
+              (number("exp_ratio", 1.0, 0, 16, closed=(False, True)), kernel("dw_ks", 3), number("se_ratio", 0.0, 0, 1, closed=(True, False)),
+               count("dim_head", 32), count("window_size", 7), flag("attn_s", True), flag("qkv_bias", False),
+               flag("attn_pre", False), choice("act", "relu", "relu", "gelu", "silu"),
+               choice("window_layout", "local", "local", "grid")), "[-1, 1, iRMB, []]"),
+    # slimneck.py
+    BlockSpec("GSConv", M.GSConv, conv_width, _C, "GSConv (Slim-neck)", _GS,
+              (width(), count("k", 1), count("s", 1), count("g"), flag("act", True)), "[-1, 1, GSConv, [256, 3, 2]]"),
+    BlockSpec("VoVGSCSP", M.VoVGSCSP, conv_width_repeat, _C, "VoV-GSCSP (Slim-neck)", _GS,
+              (width(), flag("shortcut", True), count("g"), number("e", 0.5, 0, 1, closed=(False, True))),
+              "[-1, 3, VoVGSCSP, [256]]"),
+    # rfa.py
+    BlockSpec("RFAConv", M.RFAConv, conv_width, _C, "Receptive-Field Attention convolution (RFAConv)", _RFA,
+              conv_args(), "[-1, 1, RFAConv, [256, 3, 2]]"),
+    BlockSpec("RFCBAMConv", M.RFCBAMConv, conv_width, _C, "RFA convolution with CBAM attention (RFCBAMConv)", _RFA,
+              conv_args(ratio()), "[-1, 1, RFCBAMConv, [256, 3, 2]]"),
+    BlockSpec("RFCAConv", M.RFCAConv, conv_width, _C, "RFA convolution with coordinate attention (RFCAConv)", _RFA,
+              conv_args(count("reduction", 32, hi=MAX_RATIO)), "[-1, 1, RFCAConv, [256, 3, 2]]"),
+    # upsample.py
+    BlockSpec("DySample", M.DySample, upsample_width, _U, "DySample (learning to upsample by learning to sample)",
+              'Liu, Lu, Fu, Cao, "Learning to Upsample by Learning to Sample", ICCV 2023',
+              (count("scale", 2, lo=2, hi=8), choice("style", "lp", "lp", "pl"), count("groups", 4),
+               flag("dyscope", False)), "[-1, 1, DySample, []]"),
+    BlockSpec("CARAFE", M.CARAFE, upsample_width, _U, "CARAFE (content-aware reassembly of features)",
+              'Wang, Chen, Xu, Liu, Loy, Lin, "CARAFE: Content-Aware ReAssembly of FEatures", ICCV 2019',
+              (count("scale", 2, lo=2, hi=8), kernel("up_kernel", 5, hi=11), kernel("encoder_kernel", 3, hi=11),
+               count("compressed", 64), count("groups")), "[-1, 1, CARAFE, []]"),
+    # fusion.py
+    BlockSpec("BiFPN_Concat", M.BiFPN_Concat, concat_width, _F, "BiFPN fast normalised weighted fusion",
+              'Tan, Pang, Le, "EfficientDet: Scalable and Efficient Object Detection", CVPR 2020',
+              (choice("mode", "concat", "concat", "sum"), number("eps", 1e-4, 0, 1)),
+              "[[-1, 6], 1, BiFPN_Concat, []]"),
+):  # fmt: skip
+    register(_spec)
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # Composites: C2f_<Block>, C3k2_<Block> for every channel-preserving block
@@ -547,12 +664,14 @@ def composite_spec(host: str, inner: BlockSpec) -> BlockSpec:
 class Alias:
     """A community name for one of our blocks. ``signature``: its class's positional arguments after the input
     width, as our argument names ('@width': a width, checked against the input and dropped; '@drop:<what>': an
-    argument that does not change the block), when it differs from ours. ``seen``: where the name was read."""
+    argument that does not change the block), when it differs from ours. ``preset``: values the name means (BiFPN
+    is the weighted sum, BiFPN_Concat2 the weighted Concat). ``seen``: where the name was read."""
 
     name: str
     block: str
     seen: str
     signature: tuple[str, ...] | None = None
+    preset: dict | None = None  # values the name itself fixes (BiFPN: the weighted sum), before the row's own
 
 
 ALIASES: dict[str, Alias] = {a.name: a for a in (
@@ -583,6 +702,25 @@ ALIASES: dict[str, Alias] = {a.name: a for a in (
     Alias("ODConv2d", "ODConv", "ODConv2d(in_planes, out_planes, kernel_size, stride, ...): YOLO-DPC"),
     Alias("space_to_depth", "SPD", "space_to_depth(dimension=1): scuzyq, truongan-2704 (the SPD-Conv repo's name)",
           ("@drop:dimension",)),
+    Alias("EMA_attention", "EMA", "EMA_attention(channels, c2, factor=32): beiweidedagongren, scuzyq/improved-v8",
+          ("@width", "factor")),
+    Alias("sa_layer", "ShuffleAttention", "sa_layer(channel, groups=64): the official SA-Net code"),
+    Alias("LSKblock", "LSKBlock", "LSKblock(dim): the official LSKNet code, SLA-YOLO"),
+    Alias("WTConv2d", "WTConv", "WTConv2d(in_channels, out_channels, kernel_size=5, stride=1, bias=True, wt_levels=1): "
+          "the official WTConv code", ("@width", "kernel_size", "stride", "bias", "wt_levels")),
+    Alias("Partial_conv3", "PConv", "Partial_conv3(dim, n_div, forward): the official FasterNet code",
+          ("n_div", "@drop:forward")),
+    Alias("C2f_FasterBlock", "C2f_Faster", "C2f_FasterBlock(c1, c2, n, shortcut, g, e): YOLO-DPC (FasterNet blocks "
+          "in place of the bottlenecks)"),
+    Alias("VoVGSCSPC", "VoVGSCSP", "VoVGSCSPC(c1, c2, n, shortcut, g, e): Slim-neck's copies (its extra GS "
+          "bottleneck is never called: the same forward), DLW-YOLO"),
+    Alias("Dy_Sample", "DySample", "Dy_Sample(in_channels, scale=2, style='lp', groups=4): YOLO-DPC"),
+    Alias("BiFPN_Concat2", "BiFPN_Concat", "BiFPN_Concat2(dimension=1): beiweidedagongren (two inputs)",
+          ("@drop:dimension",)),
+    Alias("BiFPN_Concat3", "BiFPN_Concat", "BiFPN_Concat3(dimension=1): scuzyq/improved-v8 (three inputs)",
+          ("@drop:dimension",)),
+    Alias("BiFPN", "BiFPN_Concat", "BiFPN(length): truongan-2704/yolov8-bifpn-v2 (a weighted sum: inputs of one "
+          "width, output that width)", (), {"mode": "sum"}),
 )}  # fmt: skip
 
 # An Ultralytics class with one of our names but another signature: the reading its forks' rows have
@@ -611,8 +749,9 @@ def composite_problem(name: str) -> str | None:
     inner = lookup(m.group("block")) if m else None
     if inner is None or inner[0].preserves_width:
         return None
+    changes = "changes H x W (an upsampler)" if inner[0].rule is upsample_width else "changes widths"
     return (f"{m.group('host')}_<Block> composites put a channel-preserving block after each bottleneck's second conv, "
-            f"and {m.group('block')} ({inner[0].title}) changes widths; use {inner[0].name} rows"
+            f"and {m.group('block')} ({inner[0].title}) {changes}; use {inner[0].name} rows"
             + (", or C2f_DCN for deformable bottlenecks" if inner[0].name == "DCN" else ""))  # fmt: skip
 
 

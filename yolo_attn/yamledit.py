@@ -394,6 +394,18 @@ def drop_in(old: str, spec) -> str | None:
     return None
 
 
+def _c3k2_values(args: list) -> dict:
+    """A C3k2 row's args by name, read along the installed C3k2's signature (8.4 adds ``attn`` before g)."""
+    import inspect
+
+    from ultralytics.nn.modules.block import C3k2
+
+    params = list(inspect.signature(C3k2.__init__).parameters.values())[4:]  # after self, c1, c2, n
+    values = {"c2": args[0] if args else None, **{p.name: p.default for p in params}}
+    values.update(zip([p.name for p in params], args[1:]))
+    return values
+
+
 def drop_ins() -> list[str]:
     """Every 'Module -> Block' swap ``replace`` knows (for its error message)."""
     from . import registry as r
@@ -422,8 +434,8 @@ def replace(doc: ModelYaml, layers: list[int], block: str) -> tuple[str, list[st
             if not isinstance(stride, int) or stride < 2:
                 raise YamlEditError(f"layer {i} is a stride-{stride} Conv; SPDConv replaces strided convs")
         if how == "c3k2":
-            c2, c3k, e, g, shortcut = (args + [False, 0.5, 1, True][len(args) - 1 :])[:5]
-            new_args = f"[{_fmt_arg(c2)}, {shortcut}, {g}, {e}]"
+            v = _c3k2_values(args)
+            new_args = f"[{_fmt_arg(v['c2'])}, {v['shortcut']}, {v['g']}, {v['e']}]"
         elif how == "aff":
             if not isinstance(row.f, list) or len(row.f) != 2:
                 raise YamlEditError(f"layer {i} concatenates {row.f!r}; {spec.name} fuses exactly two inputs")

@@ -291,7 +291,7 @@ class Monitor:
     """The runs in progress and their epochs, shown beside the bar over runs (polled from their results.csv every
     ``every`` seconds in a thread)."""
 
-    def __init__(self, bar, epochs: int, every: float = 2.0):
+    def __init__(self, bar, epochs: int, every: float = 1.0):
         self.bar, self.epochs, self.every = bar, epochs, every
         self.running: dict[str, tuple[Path, bool]] = {}
         self.lock = threading.Lock()

@@ -1,4 +1,4 @@
-"""Multi-input fusion blocks: ASFF, AFF, iAFF.
+"""Multi-input fusion blocks: ASFF, AFF, iAFF, BiFPN_Concat.
 
 Their first constructor argument is the list of input widths, one per entry of the YAML row's ``from`` list; the
 parser fills it in. ``forward`` takes the list of input tensors in the same order.
@@ -11,10 +11,21 @@ import torch.nn as nn
 import torch.nn.functional as F
 from ultralytics.nn.modules import Conv
 
-from ._common import BlockArgumentError, BlockInputError, Conv1x1, IdentityStart, can_write_over, check_int, layer_name
+from ._common import (
+    BlockArgumentError,
+    BlockInputError,
+    Conv1x1,
+    IdentityStart,
+    acc_dtype,
+    can_write_over,
+    check_float,
+    check_int,
+    layer_name,
+    plain_eager,
+)
 from .attention import MSCAM
 
-__all__ = ("ASFF", "AFF", "iAFF")
+__all__ = ("ASFF", "AFF", "iAFF", "BiFPN_Concat")
 
 
 class ASFF(IdentityStart):
@@ -182,3 +193,86 @@ def _lerp_over(y: torch.Tensor, x: torch.Tensor, m: torch.Tensor) -> torch.Tenso
     """M * x + (1 - M) * y = y + M * (x - y) in one pass (torch.lerp); written over m, a weight map the caller made
     and no longer needs, in plain eager inference (saves a map-sized allocation)."""
     return torch.lerp(y, x, m, out=m if can_write_over(m, x, y) else None)
+
+
+class BiFPN_Concat(nn.Module):
+    """Weighted feature fusion of BiFPN (fast normalised fusion). Tan, Pang, Le, "EfficientDet: Scalable and
+    Efficient Object Detection", CVPR 2020, eq. (2).
+
+    One learnable scalar v_i per input, initialised to 1 (as the official code), normalised without a softmax:
+        w_i = relu(v_i) / (sum_j relu(v_j) + eps),     eps = 1e-4
+        mode "sum"    (the paper):  O = sum_i w_i * I_i                     inputs of equal width
+        mode "concat" (default):    O = cat_i( (n + eps) * w_i * I_i )      output width = sum of the input widths
+    "concat" is a drop-in for a YOLO ``Concat`` row (``[[-1, 6], 1, BiFPN_Concat, []]``): the following layers keep
+    Concat's widths, as the forks' ``BiFPN_Concat2`` / ``BiFPN_Concat3`` do (they concatenate the weighted inputs).
+    The constant n + eps (n inputs) makes a new block exactly ``Concat``: at v = 1 the factors (n + eps) * w_i are
+    1.0 (computed as (n + eps) / (sum_j relu(v_j) + eps) * relu(v_i)), so a pretrained Concat model transfers with
+    unchanged outputs and no identity-start gate is needed. A constant factor on all inputs changes nothing the
+    next conv (and its BN) could not absorb; the learned ratios w_i / w_j and the normalisation are the paper's. The
+    forks instead start at Concat / (n + 1e-4) (without the ReLU); "sum" keeps the paper's weighted mean, which has
+    no Concat to start from. Weights are normalised in fp32 and applied in the inputs' dtype.
+
+    Args:
+        c1 (list[int]): Input widths, one per entry of ``from`` (filled in by the parser); at least 2.
+        mode (str): "concat" (default) or "sum" (needs equal input widths; output width = that width).
+        eps (float): eps of the normalisation (paper: 1e-4).
+
+    Shapes: [(B, c1[0], H, W), ..., (B, c1[n-1], H, W)] -> (B, sum(c1), H, W) ("concat") or (B, c1[0], H, W) ("sum").
+    """
+
+    def __init__(self, c1: list[int], mode: str = "concat", eps: float = 1e-4):
+        super().__init__()
+        if not isinstance(c1, (list, tuple)) or len(c1) < 2:
+            raise BlockArgumentError(f"BiFPN_Concat: fuses at least 2 inputs ('from' list), got {c1!r}")
+        for c in c1:
+            check_int("BiFPN_Concat", "input width", c)
+        if mode not in ("concat", "sum"):
+            raise BlockArgumentError(f"BiFPN_Concat: mode must be 'concat' or 'sum', got {mode!r}")
+        if mode == "sum" and len(set(c1)) > 1:
+            raise BlockArgumentError(
+                f"BiFPN_Concat: mode 'sum' adds its inputs, which needs equal widths, got {list(c1)}; use mode "
+                "'concat' (output width = their sum) or project the inputs to one width first"
+            )
+        self.eps = check_float("BiFPN_Concat", "eps", eps)
+        self.mode = mode
+        self.widths = tuple(c1)
+        self.weight = nn.Parameter(torch.ones(len(c1)))
+
+    def weights(self) -> torch.Tensor:
+        """The paper's normalised weights w (n,), in fp32 (at least); they sum to S / (S + eps), S = sum relu(v)."""
+        v = F.relu(self.weight.to(acc_dtype(self.weight.dtype)))
+        return v / (v.sum() + self.eps)
+
+    def factors(self) -> torch.Tensor:
+        """What each input is multiplied by: w ("sum") or (n + eps) * w, exactly 1.0 at v = 1 ("concat")."""
+        v = F.relu(self.weight.to(acc_dtype(self.weight.dtype)))
+        if self.mode == "sum":
+            return v / (v.sum() + self.eps)
+        return v * ((len(self.widths) + self.eps) / (v.sum() + self.eps))
+
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        n = len(self.widths)
+        if len(xs) != n:
+            raise BlockInputError(f"{layer_name(self)}: expected {n} inputs, got {len(xs)}")
+        size = xs[0].shape[-2:]
+        for j, x in enumerate(xs):
+            if x.shape[-2:] != size:
+                raise BlockInputError(
+                    f"{layer_name(self)}: inputs must have the same H x W, got {tuple(xs[0].shape)} and input {j} "
+                    f"{tuple(x.shape)} (upsample or downsample one of them first)"
+                )
+        f = self.factors().to(xs[0].dtype)
+        if self.mode == "sum":
+            y = xs[0] * f[0]
+            for j in range(1, n):
+                y = y + xs[j] * f[j]
+            return y
+        if plain_eager(*xs, f) and all(x.dtype == f.dtype for x in xs):  # each product into its slice of the output
+            b, h, w = xs[0].shape[0], xs[0].shape[2], xs[0].shape[3]
+            y = xs[0].new_empty(b, sum(self.widths), h, w)
+            start = 0
+            for j, x in enumerate(xs):
+                torch.mul(x, f[j], out=y[:, start : start + x.shape[1]])
+                start += x.shape[1]
+            return y
+        return torch.cat([x * f[j] for j, x in enumerate(xs)], 1)
