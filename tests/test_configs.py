@@ -93,8 +93,13 @@ def base_of(config: str, scale: str):
     key = (family, scale)
     if key not in _base_cache:
         m = build(f"{family}{scale}.yaml")
-        _base_cache[key] = (detect_inputs(m), sum(p.numel() for p in m.parameters()))
-    return _base_cache[key]
+        _base_cache[key] = (detect_inputs(m), sum(p.numel() for p in m.parameters()), _head(m))
+    return _base_cache[key][:2]
+
+
+def _head(model) -> tuple:
+    """The head's form: its class and Ultralytics' legacy flag (8.4: YOLOv8's head vs YOLO11/26's)."""
+    return type(model.model[-1]).__name__, getattr(model.model[-1], "legacy", None)
 
 
 def test_every_block_has_ready_configs_for_every_family():
@@ -134,6 +139,8 @@ def test_ready_config_builds_at_every_scale(config, scale):
 
     shapes, base_params = base_of(config, scale)
     assert detect_inputs(model) == shapes  # Detect sees exactly the base model's widths and strides
+    # and the head is the base's (C2f_Faster in place of every C3k2 must not turn YOLO11's head into YOLOv8's)
+    assert _head(model) == _base_cache[(config.split("-")[0], scale)][2], name
     if registry.BLOCKS[block.__name__].rule is registry.same_width:  # inserted rows: nothing else may change
         added = sum(p.numel() for m in ours for p in m.parameters())
         assert sum(p.numel() for p in model.parameters()) == base_params + added

@@ -20,6 +20,11 @@ CHAIN = [  # channel-preserving blocks, in a row at P2/4, 64 channels, 16x16 at 
     ["RGA_S", [8]], ["RGA_C", [8]], ["RGA", [8]], ["FANChannelAttention", []], ["CFNetFocal", []],
     ["ODConv", [64, 3, 1]], ["RefConv", [64, 3, 1]], ["SCConv", [64, 3, 1]], ["ACmix", [64, 3, 1]], ["DCN", [64, 3, 1]],
     ["C2f_DCN", [64, True]],
+    ["EMA", []], ["ShuffleAttention", [8]], ["SKAttention", []], ["ELA", []], ["MLCA", []], ["CPCA", []], ["LSKA", []],
+    ["LSKBlock", []], ["WTConv", []], ["ScConv", []], ["PConv", []], ["FasterBlock", []], ["StarBlock", []],
+    ["iRMB", []], ["C2f_Faster", [64, True]], ["C2f_Star", [64, True]], ["VoVGSCSP", [64]], ["GSConv", [64, 3, 1]],
+    ["RFAConv", [64, 3, 1]], ["RFCBAMConv", [64, 3, 1]], ["RFCAConv", [64, 3, 1]],
+    ["DySample", []], ["Conv", [64, 3, 2]], ["CARAFE", []], ["Conv", [64, 3, 2]],  # x2 up, then back to 16x16
 ]  # fmt: skip
 
 
@@ -38,6 +43,7 @@ def every_block_yaml() -> dict:
         [[p3, p4, p5], 1, "CFNetTransition", [64]],
         [[asff, asff + 1], 1, "AFF", []],
         [[-1, asff], 1, "iAFF", []],
+        [[-1, asff], 1, "BiFPN_Concat", []],
     ]
     head = [[[len(rows) - 1, p4, p5], 1, "Detect", ["nc"]]]
     return {"nc": 3, "depth_multiple": 1.0, "width_multiple": 1.0, "backbone": rows, "head": head}

@@ -30,7 +30,7 @@ def test_parameter_counts_in_the_table_match_the_configs():
     assert f"({base:,})" in (REPO / "README.md").read_text()
     checked = 0
     for row in _table_rows():
-        m = re.search(r"([+-][\d,]+)(?: \([^)]*\))?, `(yolov8n-[a-z]+\.yaml)`", row)
+        m = re.search(r"([+-][\d,]+)(?: \([^)]*\))?, `(yolov8n-[a-z0-9]+\.yaml)`", row)
         if m:
             assert params(m.group(2)) - base == int(m.group(1).replace(",", "")), row
             checked += 1

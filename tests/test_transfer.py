@@ -27,7 +27,14 @@ LEFT_OUT = {
     "odconv": 2,  # 2 Convs: kernel_num stacked kernels; their BNs are kept
     "acmix": 2,  # 2 Convs: q/k/v projections instead of a 3x3 kernel; their BNs are kept
     "scconv": 3 * 6,  # 3 Convs: split into K1..K4, nothing keeps a Conv's name
+    "rfaconv": 6 * REPLACED_CONVS,  # RFAConv family: a receptive-field conv + its own BN, nothing keeps a Conv's name
+    "rfca": 6 * REPLACED_CONVS,
+    "rfcbam": 6 * REPLACED_CONVS,
+    "bifpn": 1,  # the C2f / C3k2 after the three-input weighted Concat reads more channels: its cv1.conv.weight
 }
+# whole C2f / C3k2 rows replaced by other stage blocks: the host's cv1 / cv2 (conv + BN, 12 tensors) keep their shape
+# and land, the bottlenecks' tensors have no counterpart (FasterNet / star / GS blocks), per family's row count
+STAGE_SWAPS = {"faster", "star", "slimneck"}
 
 
 
@@ -78,7 +85,15 @@ def test_transfer_into_every_ready_config(config, base_checkpoints):
     for tk, v in expected.items():
         assert torch.equal(after[tk], v), tk
     tag = config.split("-", 1)[1].removesuffix(".yaml")
-    if not (tag == "dcn" and family != "yolov8n"):  # C3k2 -> C2f_DCN keeps only what fits; checked by `expected`
+    if tag in STAGE_SWAPS:  # every source tensor outside the swapped rows lands; within them, cv1 and cv2 do
+        swapped = [i for i, r in enumerate(source.yaml["backbone"] + source.yaml["head"])
+                   if rows[kept[i]][2] != r[2]]  # fmt: skip
+        outside = [k for k in src_sd if int(k.split(".")[1]) not in swapped]
+        assert all(f"model.{kept[int(k.split('.')[1])]}.{k.split('.', 2)[2]}" in expected for k in outside), tag
+        hosts = [k for k in src_sd if int(k.split(".")[1]) in swapped and k.split(".")[2] in ("cv1", "cv2")
+                 and rows[kept[int(k.split(".")[1])]][2] != "GSConv"]  # fmt: skip
+        assert len(expected) >= len(outside) + (len(hosts) if tag != "slimneck" else 0), tag
+    elif not (tag == "dcn" and family != "yolov8n"):  # C3k2 -> C2f_DCN keeps only what fits; checked by `expected`
         assert len(expected) == len(src_sd) - LEFT_OUT.get(tag, 0), tag
     line = next(x for x in log if x.startswith("yolo_attn: structural transfer"))
     assert f"placed {len(expected)}/{len(src_sd)} source tensors" in line

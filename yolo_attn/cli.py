@@ -76,7 +76,7 @@ def cmd_show(args) -> None:
 def cmd_families(args) -> None:
     from . import registry
 
-    table = names.family_table()
+    table = names.family_table(progress=True)
     if args.json:
         print(json.dumps(table, indent=2))
         return

@@ -53,12 +53,13 @@ def cache_dir() -> Path:
 def apply(doc: yamledit.ModelYaml, p: Placement, info: list) -> tuple[str, list[int]]:
     """The YAML text with ``p``'s steps applied in turn, and the base layers they used."""
     used: list[int] = []
-    for step in p.steps:
+    for k, step in enumerate(p.steps):
         text, layers = _apply_step(doc, step, info)
         used += layers
         if text != doc.text():
             doc = yamledit.ModelYaml(text, doc.source)
-            info = probe(doc)
+            if k + 1 < len(p.steps):  # the next step resolves its roles on the edited model
+                info = probe(doc)
     return doc.text(), used
 
 
@@ -97,12 +98,12 @@ def comment_lines(text: str, width: int = 118) -> list[str]:
     return ["# " + line for line in textwrap.wrap(text, width - 2)]
 
 
-def _top_keys(base_text: str, use: str) -> list[str]:
-    """The base's top-level keys before ``backbone:`` (nc, end2end, kpt_shape, ...), comments dropped, ``scales``
-    rewritten as one row per scale."""
-    data = yamledit.ModelYaml(base_text).data
+def _top_keys(text: str, use: str) -> list[str]:
+    """The top-level keys before ``backbone:`` (nc, end2end, kpt_shape, legacy written by an edit, ...), comment
+    lines dropped, ``scales`` rewritten as one row per scale."""
+    data = yamledit.ModelYaml(text).data
     out, in_scales = [], False
-    for line in base_text[: base_text.index("\nbackbone:") + 1].splitlines():
+    for line in text[: text.index("\nbackbone:") + 1].splitlines():
         if re.match(r"^scales\s*:", line):
             in_scales = True
             out.append(f"scales: # [depth, width, max_channels]; {use} select a row")
@@ -135,7 +136,7 @@ def ready_text(p: Placement, base_text: str, base_file: str, family: str, title:
         *comment_lines("Why: " + p.why),
         *comment_lines("Paper: " + p.paper),
         "",
-        *_top_keys(base_text, f"'{family}n-{p.suffix}.yaml' ... '{family}x-{p.suffix}.yaml'"),
+        *_top_keys(text, f"'{family}n-{p.suffix}.yaml' ... '{family}x-{p.suffix}.yaml'"),
         "",
     ]
     return "\n".join(head) + "\n" + _body(text)
@@ -166,7 +167,7 @@ def composed_text(name: str, base_name: str, base_text: str, base_source: str, c
         *comment_lines("Why: " + p.why),
         *comment_lines("Paper: " + p.paper),
         "",
-        *(_top_keys(base_text, f"'{stem}' and its other scale letters") if scaled else _top_keys(base_text, "")),
+        *(_top_keys(text, f"'{stem}' and its other scale letters") if scaled else _top_keys(text, "")),
         "",
     ]
     return "\n".join(head) + "\n" + _body(text)

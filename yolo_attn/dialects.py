@@ -171,6 +171,16 @@ def canonical_row(layer: Layer, spec: BlockSpec, values: dict, written: str | No
     return f"[{_fmt(layer.f)}, {layer.yaml_n}, {name}, {args_text(canonical_args(spec, values))}]"
 
 
+class _Hinted:
+    """A layer whose errors end with a hint (the block whose name differs only in case: ScConv / SCConv)."""
+
+    def __init__(self, layer: Layer, hint: str):
+        self._layer, self._hint = layer, hint
+
+    def error(self, msg: str):
+        return self._layer.error(msg + self._hint)
+
+
 def read(spec: BlockSpec, alias: Alias | None, layer: Layer) -> Decision:
     """How a row is read (see the module docstring); raises LayerError when no reading fits or two differ."""
     written = layer.name
@@ -204,6 +214,8 @@ def read(spec: BlockSpec, alias: Alias | None, layer: Layer) -> Decision:
             distinct.append(r)
     got = args_text(layer.args)
     if not distinct:
+        twins = "".join(f" ({b.name}, {b.title}, is another block)" for b in registry.case_twins(spec.name))
+        layer = _Hinted(layer, twins) if twins else layer
         failed = [r for r in readings if r.problem]
         if any(r.problem != TOO_MANY for r in failed):  # a reading that only has too many args says nothing
             failed = [r for r in failed if r.problem != TOO_MANY]
@@ -222,11 +234,16 @@ def read(spec: BlockSpec, alias: Alias | None, layer: Layer) -> Decision:
     chosen = distinct[0]
     values = {**chosen.values, **({"block_args": block_kw} if spec.inner is not None else {})}
     canonical = canonical_row(layer, spec, values)
-    conversion = ""
-    if chosen.rule != "yolo_attn" or alias is not None:
-        what = [f"{written} is yolo_attn's {spec.name}, {spec.title}"] if alias is not None else []
-        if chosen.rule != "yolo_attn" or chosen.dropped:
-            what.append(f"{got} read as {describe(spec, chosen, written)}" + (f": {chosen.dropped} dropped"
-                                                                               if chosen.dropped else ""))  # fmt: skip
-        conversion = f"{'; '.join(what)}; canonical row: {canonical}"
+    what = []
+    inner = registry.BLOCKS.get(spec.inner) if spec.inner is not None else None
+    elsewhere = registry.placed_elsewhere_in_forks(inner) if inner is not None else None
+    if elsewhere:  # e.g. forks' C2f_PConv put PConv in place of cv2: say which model this row builds
+        what.append(f"{inner.name} after each bottleneck's second conv (forks that put it {elsewhere} build another "
+                    "model)")
+    if alias is not None:
+        what.append(f"{written} is yolo_attn's {spec.name}, {spec.title}")
+    if (chosen.rule != "yolo_attn" or alias is not None) and (chosen.rule != "yolo_attn" or chosen.dropped):
+        what.append(f"{got} read as {describe(spec, chosen, written)}" + (f": {chosen.dropped} dropped"
+                                                                           if chosen.dropped else ""))  # fmt: skip
+    conversion = f"{'; '.join(what)}; canonical row: {canonical}" if what else ""
     return Decision(spec, values, chosen, canonical, conversion)

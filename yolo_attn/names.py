@@ -233,12 +233,15 @@ def families() -> dict[str, Path]:
     return {p.stem: p for p in sorted(root.rglob("*.yaml")) if FAMILY.match(p.stem)}
 
 
-def family_table() -> dict[str, dict[str, str | None]]:
-    """stem -> (suffix -> None where it places, else why not), for every family of ``families()``."""
+def family_table(progress: bool = False) -> dict[str, dict[str, str | None]]:
+    """stem -> (suffix -> None where it places, else why not), for every family of ``families()`` (``progress``: a
+    tqdm bar on stderr; each family is probed once and every placement tried on it)."""
+    from tqdm import tqdm
+
     from . import yamledit
 
     out = {}
-    for stem, path in families().items():
+    for stem, path in tqdm(families().items(), desc="families", unit="family", disable=not progress, leave=False):
         try:
             doc = yamledit.ModelYaml(path.read_text(encoding="utf-8"), path.name)
             out[stem] = compose.support(doc)

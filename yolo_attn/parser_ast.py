@@ -58,7 +58,7 @@ def _dispatch_first(loop: ast.For, legacy: bool = False) -> int:
     """``if m in <chain>: ...``  ->  ``if _yolo_attn.handles(m): <the block's rule> else: <Ultralytics' chain>``, on
     the loop's own statements only (the chain's branches hold further ``if m in {...}`` tests); returns the count.
     ``legacy``: the function has the ``legacy`` flag (8.4) that Ultralytics clears for C3k2 rows, and so does a
-    ``C3k2_<Block>`` row (the head it builds depends on it)."""
+    ``C3k2_<Block>`` row, or any of our rows in a YAML with ``legacy: false`` (the head it builds depends on it)."""
     found = 0
     for k, stmt in enumerate(loop.body):
         if _is_channel_chain(stmt):
@@ -66,7 +66,7 @@ def _dispatch_first(loop: ast.For, legacy: bool = False) -> int:
             new = ast.parse(
                 "if _yolo_attn.handles(m):\n"
                 "    c2, args, n = _yolo_attn.parse(i, f, n, m, args, ch, width, max_channels, d)\n"
-                + ("    legacy = legacy and not _yolo_attn.clears_legacy(m)\n" if legacy else "")
+                + ("    legacy = legacy and not _yolo_attn.clears_legacy(m, d)\n" if legacy else "")
                 + "else:\n"
                 "    pass\n"
             ).body[0]

@@ -135,9 +135,11 @@ class ParserHooks:
         return m in self.classes
 
     @staticmethod
-    def clears_legacy(m) -> bool:
-        """A C3k2 composite clears the head's legacy flag, as Ultralytics' parser does for C3k2 rows."""
-        return issubclass(m, registry.COMPOSITE_HOSTS["C3k2"][0])
+    def clears_legacy(m, d: dict | None = None) -> bool:
+        """A C3k2 composite clears the head's legacy flag, as Ultralytics' parser does for C3k2 rows; so does any of
+        our rows in a YAML with ``legacy: false`` (the YAML editor writes it where our blocks replaced the C3k2 /
+        A2C2f / C2fCIB rows that gave a YOLO11/12/26 its head)."""
+        return issubclass(m, registry.COMPOSITE_HOSTS["C3k2"][0]) or (d or {}).get("legacy") is False
 
     def parse(self, i, f, n, m, args, ch, width, max_channels, d):
         """Read the row (``dialects.read``) and apply the block's channel rule: returns (c2, constructor args, n)."""

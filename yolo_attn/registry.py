@@ -752,7 +752,25 @@ def composite_problem(name: str) -> str | None:
     changes = "changes H x W (an upsampler)" if inner[0].rule is upsample_width else "changes widths"
     return (f"{m.group('host')}_<Block> composites put a channel-preserving block after each bottleneck's second conv, "
             f"and {m.group('block')} ({inner[0].title}) {changes}; use {inner[0].name} rows"
-            + (", or C2f_DCN for deformable bottlenecks" if inner[0].name == "DCN" else ""))  # fmt: skip
+            + (", or C2f_DCN for deformable bottlenecks" if inner[0].name == "DCN" else "")
+            + "".join(f"; {m.group('host')}_{b.name} is {b.title}" for b in case_twins(inner[0].name) if b.preserves_width))  # fmt: skip
+
+
+# Where community composites put a block when it is not after the bottleneck's second conv (read in the corpus'
+# forks: tests/data/community_rows.yaml); a composite of these logs which model it builds. Convolution blocks
+# (PConv, ScConv, WTConv, ...) go in place of that conv in the forks that use them.
+FORK_PLACEMENTS = {"ShuffleAttention": "on cv1's output before the split", "iRMB": "in place of each bottleneck"}
+
+
+def placed_elsewhere_in_forks(inner: BlockSpec) -> str | None:
+    if inner.name in FORK_PLACEMENTS:
+        return FORK_PLACEMENTS[inner.name]
+    return "in place of that conv" if inner.kind == "conv" else None
+
+
+def case_twins(name: str) -> list[BlockSpec]:
+    """Blocks whose names differ from ``name`` only in case (ScConv for SCConv)."""
+    return [b for n, b in BLOCKS.items() if n != name and n.lower() == name.lower()]
 
 
 def get(name: str) -> BlockSpec | None:

@@ -451,7 +451,24 @@ def replace(doc: ModelYaml, layers: list[int], block: str) -> tuple[str, list[st
             new_args = _row_args_text(row)
         lines[row.line] = row.text(module=spec.name, args_text=new_args)
         changes.append(f"layer {i}: {old} {_row_args_text(row)} -> {spec.name} {new_args}")
-    return "".join(lines), changes
+    text = "".join(lines)
+    if any(doc.rows[i].module.split(".")[-1] in NON_LEGACY_HEAD for i in layers):
+        text = _keep_head(text)  # where no row is left that keeps it so
+    return text, changes
+
+
+# Rows whose presence makes Ultralytics (8.4) build the head in its non-legacy form (YOLO11/12/26, YOLOv10)
+NON_LEGACY_HEAD = {"C3k2", "A2C2f", "C2fCIB"}
+
+
+def _keep_head(text: str) -> str:
+    """``legacy: false`` before ``backbone:``: the head stays the base's when our blocks replaced the rows that
+    cleared Ultralytics' legacy flag (read by the parser hook; older releases have no such flag and ignore it)."""
+    left = {r.module.split(".")[-1] for r in ModelYaml(text).rows}
+    if re.search(r"^legacy:", text, re.M) or left & NON_LEGACY_HEAD or any(m.startswith("C3k2_") for m in left):
+        return text
+    return re.sub(r"^backbone:", "legacy: false  # the head stays the base's (its C3k2 rows were replaced)\nbackbone:",
+                  text, count=1, flags=re.M)
 
 
 def composite(doc: ModelYaml, layers: list[int], block: str) -> tuple[str, list[str]]:
