@@ -260,7 +260,8 @@ def built(name: str):
 # (ONNX export, scales beyond n); --full takes every config
 REPRESENTATIVE = ["yolov8-ca.yaml", "yolov8-dcn.yaml", "yolo11-cbam.yaml", "yolo11-asff.yaml", "yolov8-refconv.yaml",
                   "yolo11-danet.yaml", "yolov8-stn.yaml", "yolo11-acmix.yaml", "yolov8-cfnet.yaml", "yolo11-iaff.yaml",
-                  "yolo26-simam.yaml", "yolo26-odconv.yaml", "yolo26-spdconv.yaml"]  # fmt: skip
+                  "yolo26-simam.yaml", "yolo26-odconv.yaml", "yolo26-spdconv.yaml", "yolov8-bifpn.yaml",
+                  "yolo11-faster.yaml", "yolo26-slimneck.yaml"]  # fmt: skip
 
 
 def sweep(configs: list[str]) -> list:

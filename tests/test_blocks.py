@@ -86,10 +86,18 @@ for _level in range(3):
 
 # Blocks of the other families register their cases in tests/test_blocks_<family>.py (a CASES dict in the same
 # format); the contract tests below run on all of them.
+# The slower sweeps (torch.compile, autocast) take a representative set by default and every case with --full:
+# compile the first case of each family file (one per file of blocks), autocast each block's own case.
+FIRST_OF_FILE = {"CA", "AFF", "ASFF-level1", "DCN-s2", "C2f_DCN"}
 for _path in sorted(Path(__file__).parent.glob("test_blocks_*.py")):
     _family = importlib.import_module(_path.stem).CASES
     assert not set(_family) & set(CASES), f"{_path.name} repeats case names: {set(_family) & set(CASES)}"
     CASES.update(_family)
+    FIRST_OF_FILE.add(next(iter(_family)))
+
+
+def _sweep(names) -> list:
+    return [n if n in names else pytest.param(n, marks=FULL) for n in CASES]
 
 SIZES = {"batch2": (2, 16, 12), "batch1": (1, 16, 12), "odd": (2, 13, 9), "tiny": (2, 4, 4)}
 
@@ -161,7 +169,7 @@ def test_bf16_matches_fp32(name):
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("name", _sweep({n for n in CASES if "-" not in n}))
 def test_autocast(name, dtype):
     """Under autocast (what AMP runs) inputs arrive in the half type, as from a conv before the block, with the
     magnitudes of real activations on a 64x64 map, where sums of squares over H*W overflow fp16 (65504) unless
@@ -260,9 +268,10 @@ def _compiled_vs_eager(name: str, backend: str, mode: str) -> None:
 
 
 @pytest.mark.parametrize("mode", ["train", pytest.param("eval", marks=FULL)])
-@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("name", _sweep(FIRST_OF_FILE))
 def test_compiled_graph_matches_eager(name, mode):
-    """Every block is one graph for torch.compile (fullgraph=True fails on any graph break), in training (forward,
+    """Every block is one graph for torch.compile (fullgraph=True fails on any graph break; the first case of each
+    family file by default, every case with --full), in training (forward,
     backward and the BN statistics updates traced) and inference (--full), and the graph under autograd computes what
     eager does (aot_eager: the graph inductor would compile)."""
     _compiled_vs_eager(name, "aot_eager", mode)

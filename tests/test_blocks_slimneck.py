@@ -277,3 +277,16 @@ def test_parameter_counts():
 def test_bad_arguments_are_named(make, match):
     with pytest.raises(BlockArgumentError, match=match):
         make()
+
+
+@pytest.mark.parametrize("hw", [(1, 1), (2, 3), (8, 8)])
+def test_gsconv_takes_channels_last_and_tiny_maps(hw):
+    """A conv's output may be channels-last (its input was, or a 1x1 map in a fused YOLO26 neck): the interleave of the
+    two halves must not assume a contiguous layout (it did: `view` failed in the yolo26-slimneck ONNX check)."""
+    torch.manual_seed(0)
+    m = GSConv(16, 32, 3, 1).eval()
+    x = torch.randn(2, 16, *hw)
+    with torch.no_grad():
+        ref = m(x)
+        got = m(x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(got, ref, atol=1e-6)

@@ -22,6 +22,9 @@ CONFIGS = [
     "yolov8n-aff.yaml",
     "yolo11n-iaff.yaml",
     "yolo11n-dcn.yaml",
+    "yolov8n-bifpn.yaml",  # neck-changing: weighted Concats with an extra backbone edge
+    "yolo11n-slimneck.yaml",  # GSConv + VoVGSCSP neck
+    "yolo11n-faster.yaml",  # every C3k2 replaced: the head must stay YOLO11's
 ]
 IMGSZ = 160
 

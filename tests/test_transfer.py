@@ -8,7 +8,8 @@ import logging
 import pytest
 import torch
 
-from conftest import BIN, built, checkpoint_model, coco_batch, family_of, python, ready_config_names, run, tensors_of
+from conftest import (BIN, built, checkpoint_model, coco_batch, family_of, python, ready_config_names, run, sweep,
+                      tensors_of)
 
 import yolo_attn
 from yolo_attn import yamledit
@@ -60,7 +61,7 @@ def _load_logged(target, source) -> list[str]:
     return h.lines
 
 
-@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("config", sweep(CONFIGS))
 def test_transfer_into_every_ready_config(config, base_checkpoints):
 
     family = family_of(config)

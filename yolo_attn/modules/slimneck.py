@@ -61,7 +61,8 @@ class GSConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1 = self.cv1(x)
         b, c, h, w = x1.shape
-        return torch.stack((x1, self.cv2(x1)), 2).view(b, 2 * c, h, w)  # interleave: x1_0, x2_0, x1_1, x2_1, ...
+        # interleave: x1_0, x2_0, x1_1, x2_1, ... (reshape: x1 may come channels-last from a conv on a tiny map)
+        return torch.stack((x1, self.cv2(x1)), 2).reshape(b, 2 * c, h, w)
 
 
 class GSBottleneck(nn.Module):
