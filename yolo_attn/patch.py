@@ -159,7 +159,10 @@ class ParserHooks:
             if _recorder is not None:
                 _recorder.decided(layer, decision)
         if decision.conversion:
-            _log_once((d.get("yaml_file"), d.get("scale"), i, decision.conversion),
+            what = decision.conversion.split("; canonical row: ")[0]
+            # a row in our dialect whose note is about its block (a composite's placement): once per model and name
+            where = (row[2], what) if decision.reading.rule == "yolo_attn" and alias is None else (i, decision.conversion)
+            _log_once((d.get("yaml_file"), d.get("scale"), *where),
                       f"yolo_attn: YAML layer {i} ({row[2]}): {decision.conversion}")  # fmt: skip
         return spec.rule(layer, decision.values)
 
