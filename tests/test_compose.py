@@ -7,6 +7,7 @@ rows before the head, Concat and strided-conv swaps, stage swaps, the deepest ba
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -41,7 +42,9 @@ def model_of(name: str, task: str):
     return cls(name, verbose=False)
 
 
+@functools.cache
 def supported(task: str) -> dict:
+    """suffix -> None where the task's base places it, else why not (once per task: every placement is tried)."""
     base = names.require(TASK_BASES[task] + ".yaml")
     return compose.support(yamledit.ModelYaml(base.text(), base.path.name))
 
