@@ -23,8 +23,15 @@ PRESERVING = [n for n, s in registry.BLOCKS.items() if s.preserves_width]
 FAMILIES = ["yolov8", "yolo11"] + (["yolo26"] if HAS_YOLO26 else [])
 REPRESENTATIVE = {("CA", "C2f", "yolov8"), ("CBAM", "C3k2", "yolo11"), ("SE", "C3k2", "yolo26"), ("SimAM", "C2f", "yolo11"),
                   ("TripletAttention", "C2f", "yolo26"), ("CFNetFocal", "C3k2", "yolov8")}  # fmt: skip
+# C2f_FasterBlock is a community alias of C2f_Faster (FasterNet blocks in place of the bottlenecks, as YOLO-DPC
+# means it): an alias wins over the composite reading of a name (test_an_alias_wins_over_the_composite_reading)
 CASES = [pytest.param(b, h, f, id=f"{h}_{b}-{f}", marks=() if (b, h, f) in REPRESENTATIVE else FULL)
-         for b in PRESERVING for h in ("C2f", "C3k2") for f in FAMILIES]  # fmt: skip
+         for b in PRESERVING for h in ("C2f", "C3k2") for f in FAMILIES if f"{h}_{b}" not in registry.ALIASES]  # fmt: skip
+
+
+def test_an_alias_wins_over_the_composite_reading():
+    assert registry.lookup("C2f_FasterBlock")[0].name == "C2f_Faster"
+    assert registry.lookup("C3k2_FasterBlock")[0].name == "C3k2_FasterBlock"  # no alias: the composite
 STAGE = 6  # the backbone's P4 stage row in all three families
 
 
