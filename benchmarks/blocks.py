@@ -63,6 +63,8 @@ def make(name: str, shape, device):
         x = [x, torch.randn(b, c, h // 2, w // 2, device=device), torch.randn(b, c, h // 4, w // 4, device=device)]
     elif rule == "fused_width_or_equal":
         m, x = spec.cls([c, c], c), [x, torch.randn(shape, device=device)]
+    elif rule == "concat_width":  # BiFPN_Concat: two maps of that shape, weighted and concatenated
+        m, x = spec.cls([c, c]), [x, torch.randn(shape, device=device)]
     elif rule == "conv_width_repeat":
         m = spec.cls(c, c, 1)
     elif rule == "conv_width":

@@ -104,9 +104,9 @@ class DySample(nn.Module):
             gate = _conv_acc(self.scope, src).sigmoid()
             o = gate.mul_(o) if no_autograd(gate) and no_autograd(o) else o * gate
         if self.style == "pl":  # (B, 2 g, sH, sW): channel = xy * g + group
-            return o.view(b, 2, g, s * h, s * w).permute(0, 2, 3, 4, 1)
+            return o.reshape(b, 2, g, s * h, s * w).permute(0, 2, 3, 4, 1)
         # (B, 2 g s^2, H, W): channel = (xy * g + group) * s^2 + i * s + j is output pixel (h s + i, w s + j)
-        return o.view(b, 2, g, s, s, h, w).permute(0, 2, 5, 3, 6, 4, 1)
+        return o.reshape(b, 2, g, s, s, h, w).permute(0, 2, 5, 3, 6, 4, 1)
 
     def grid(self, x: torch.Tensor) -> torch.Tensor:
         """S normalised for ``grid_sample`` (align_corners=False), (B * g, sH, sW, 2), fp32 (at least)."""
@@ -116,11 +116,11 @@ class DySample(nn.Module):
         bx, by = _axis_coords(w, s, o), _axis_coords(h, s, o)  # bilinear upsampling's positions
         base = torch.stack((bx.expand(s * h, s * w), by.unsqueeze(1).expand(s * h, s * w)), -1)
         if self.style == "lp":
-            base = base.view(h, s, w, s, 2)
+            base = base.reshape(h, s, w, s, 2)
         f = 0.5 if self.scope is not None else 0.25  # scope factor; offsets in pixels -> normalised units
         axis = torch.arange(2, device=o.device, dtype=o.dtype)  # [2 f / w, 2 f / h], traced sizes stay symbolic
         factor = (1 - axis) * (2 * f / w) + axis * (2 * f / h)
-        return torch.addcmul(base, o, factor).view(b * self.groups, s * h, s * w, 2)
+        return torch.addcmul(base, o, factor).reshape(b * self.groups, s * h, s * w, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -128,7 +128,7 @@ class DySample(nn.Module):
         grid = self.grid(xa)
         src = xa.reshape(b * self.groups, c // self.groups, h, w)
         y = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        return y.view(b, c, self.scale * h, self.scale * w).to(x.dtype)
+        return y.reshape(b, c, self.scale * h, self.scale * w).to(x.dtype)
 
 
 class CARAFE(nn.Module):
@@ -186,17 +186,17 @@ class CARAFE(nn.Module):
         is output pixel (h s + i, w s + j)'s weight of input pixel (h + n - r, w + m - r); fp32 for half inputs."""
         b, _, h, w = x.shape
         k2, s2 = self.k * self.k, self.scale * self.scale
-        logits = self.encoder(self.compressor(x)).view(b, self.groups, k2, s2, h, w)
+        logits = self.encoder(self.compressor(x)).reshape(b, self.groups, k2, s2, h, w)
         return logits.softmax(2, dtype=acc_dtype(logits.dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         k, s, g, r = self.k, self.scale, self.groups, self.k // 2
         wk = self.kernels(x).to(x.dtype).unsqueeze(2)  # (B, G, 1, k^2, s^2, H, W)
-        xp = F.pad(x, (r, r, r, r)).view(b, g, c // g, 1, h + 2 * r, w + 2 * r)
+        xp = F.pad(x, (r, r, r, r)).reshape(b, g, c // g, 1, h + 2 * r, w + 2 * r)
         out = xp[..., 0:h, 0:w] * wk[:, :, :, 0]  # (B, G, C / G, s^2, H, W): sub-pixel planes
         for n in range(k):
             for m in range(k):
                 if n or m:  # in place also under autograd: addcmul_ saves its factors (views), not out
                     out.addcmul_(xp[..., n : n + h, m : m + w], wk[:, :, :, n * k + m])
-        return F.pixel_shuffle(out.view(b, c * s * s, h, w), s)
+        return F.pixel_shuffle(out.reshape(b, c * s * s, h, w), s)
