@@ -290,3 +290,32 @@ def coco_batch(images, imgsz: int = 160):
 
     arr = np.stack([cv2.resize(cv2.imread(str(p)), (imgsz, imgsz))[..., ::-1] for p in images[:4]])
     return torch.from_numpy(arr.copy()).permute(0, 3, 1, 2).float() / 255
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Helpers of the block family tests (tests/test_blocks_<family>.py)
+# ----------------------------------------------------------------------------------------------------------------
+OFFICIAL = REPO / "tests" / "fixtures" / "official"
+
+
+def width_case(c):
+    """(make, expect) of a contract case for a channel-preserving block of width c."""
+    import torch
+
+    return lambda b, h, w: torch.randn(b, c, h, w), lambda b, h, w: (b, c, h, w)
+
+
+def n_params(m) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def official_cases(name: str) -> list[dict]:
+    """The main case and the variants of a stored official reference (tests/fixtures/official/<name>.pt)."""
+    import torch
+
+    d = torch.load(OFFICIAL / f"{name}.pt", weights_only=True)
+    return [d, *d["variants"]]
+
+
+def case_id(case: dict) -> str:
+    return case.get("name", "main")

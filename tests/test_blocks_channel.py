@@ -6,17 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import n_params as _n_params
 from conftest import trained_bn
+from conftest import width_case as _width
 
 from yolo_attn.modules._common import BlockArgumentError
 from yolo_attn.modules.channel import BAM, ECA, GAM, SE, SEMLP, GCBlock, eca_kernel_size, scSE
 
 torch.manual_seed(0)
-
-
-def _width(c):
-    """(make, expect) for a channel-preserving block of width c."""
-    return lambda b, h, w: torch.randn(b, c, h, w), lambda b, h, w: (b, c, h, w)
 
 
 def _trained_gc(c: int, reduction: int = 16) -> GCBlock:
@@ -40,10 +37,6 @@ CASES = {
     "scSE-mul": (lambda: scSE(16, 4, "mul"), *_width(16)),
     "BAM": (lambda: BAM(32), *_width(32)),
 }
-
-
-def _n_params(m: torch.nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
 
 
 def _bn(t, bn):

@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import case_id as _case_id
+from conftest import n_params as _n_params
+from conftest import official_cases as _official
 from conftest import perturb_constants, trained_bn
+from conftest import width_case as _width
 
 from yolo_attn.modules._common import BlockArgumentError
 from yolo_attn.modules.grouped import EMA, ShuffleAttention, SKAttention, fitting_groups
@@ -17,11 +21,6 @@ from yolo_attn.modules.grouped import EMA, ShuffleAttention, SKAttention, fittin
 torch.manual_seed(0)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official"
-
-
-def _width(c):
-    """(make, expect) for a channel-preserving block of width c."""
-    return lambda b, h, w: torch.randn(b, c, h, w), lambda b, h, w: (b, c, h, w)
 
 
 def _trained(m: torch.nn.Module) -> torch.nn.Module:
@@ -42,20 +41,6 @@ CASES = {
     "SKAttention": (lambda: SKAttention(32), *_width(32)),  # External-Attention layout, kernels 1, 3, 5, 7
     "SKAttention-paper-64": (lambda: SKAttention(64, (3, 5), groups=32, variant="paper"), *_width(64)),
 }
-
-
-def _n_params(m: torch.nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
-
-
-def _official(name: str) -> list[dict]:
-    """The main case and the variants of a stored official reference."""
-    d = torch.load(FIXTURES / f"{name}.pt", weights_only=True)
-    return [d, *d["variants"]]
-
-
-def _case_id(case: dict) -> str:
-    return case.get("name", "main")
 
 
 def _assert_matches(m: torch.nn.Module, state: dict, case: dict) -> None:

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import n_params as _n_params
+from conftest import width_case as _width
 
 from yolo_attn.modules._common import BlockArgumentError, IdentityStart
 from yolo_attn.modules.largekernel import LSKA, LSKA_KERNELS, LSKBlock, WTConv, haar_filters
@@ -17,11 +19,6 @@ from yolo_attn.modules.largekernel import LSKA, LSKA_KERNELS, LSKBlock, WTConv, 
 torch.manual_seed(0)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official"
-
-
-def _width(c):
-    """(make, expect) for a channel-preserving block of width c."""
-    return lambda b, h, w: torch.randn(b, c, h, w), lambda b, h, w: (b, c, h, w)
 
 
 # name -> (factory, inputs(B, H, W) -> input, expected output shape(B, H, W))
@@ -39,10 +36,6 @@ CASES = {
         lambda b, h, w: (b, 64, math.ceil(h / 2), math.ceil(w / 2)),
     ),
 }
-
-
-def _n_params(m: torch.nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
 
 
 def _randomised(m: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import case_id as _case_id
+from conftest import n_params as _n_params
+from conftest import official_cases as _official
 from conftest import perturb_constants
+from conftest import width_case as _width
 
 from yolo_attn.modules._common import BlockArgumentError
 from yolo_attn.modules.local import CPCA, ELA, MLCA, adaptive_pool_matrix, mlca_kernel_size
@@ -17,11 +21,6 @@ from yolo_attn.modules.local import CPCA, ELA, MLCA, adaptive_pool_matrix, mlca_
 torch.manual_seed(0)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official"
-
-
-def _width(c):
-    """(make, expect) for a channel-preserving block of width c."""
-    return lambda b, h, w: torch.randn(b, c, h, w), lambda b, h, w: (b, c, h, w)
 
 
 def _trained(m: torch.nn.Module) -> torch.nn.Module:
@@ -39,19 +38,6 @@ CASES = {
     "CPCA": (lambda: CPCA(32), *_width(32)),
     "CPCA-r2-48": (lambda: CPCA(48, reduction=2), *_width(48)),
 }
-
-
-def _n_params(m: torch.nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
-
-
-def _official(name: str) -> list[dict]:
-    d = torch.load(FIXTURES / f"{name}.pt", weights_only=True)
-    return [d, *d["variants"]]
-
-
-def _case_id(case: dict) -> str:
-    return case.get("name", "main")
 
 
 def _assert_matches(m: torch.nn.Module, state: dict, case: dict) -> None:

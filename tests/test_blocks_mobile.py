@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import n_params as _n_params
 from conftest import trained_bn
+from conftest import width_case as _width
 
 from yolo_attn.modules._common import BlockArgumentError
 from yolo_attn.modules.mobile import C2f_Faster, C2f_Star, FasterBlock, PConv, StarBlock, iRMB, irmb_heads
@@ -18,11 +20,6 @@ from yolo_attn.modules.mobile import C2f_Faster, C2f_Star, FasterBlock, PConv, S
 torch.manual_seed(0)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official"
-
-
-def _width(c):
-    """(make, expect) for a channel-preserving block of width c."""
-    return lambda b, h, w: torch.randn(b, c, h, w), lambda b, h, w: (b, c, h, w)
 
 
 # name -> (factory, inputs(B, H, W) -> input, expected output shape(B, H, W))
@@ -51,10 +48,6 @@ CASES = {
     ),
     "iRMB-conv-se": (lambda: iRMB(48, 2.0, dw_ks=5, se_ratio=0.25, attn_s=False, act="gelu"), *_width(48)),
 }
-
-
-def _n_params(m: torch.nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
 
 
 def _bn(t, bn):

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import n_params as _n_params
+from conftest import width_case as _width
 
 from yolo_attn.modules._common import BlockArgumentError, IdentityStart
 from yolo_attn.modules.reconstruct import CRU, SRU, ScConv, gn_groups
@@ -18,21 +20,12 @@ torch.manual_seed(0)
 FIXTURES = Path(__file__).parent / "fixtures" / "official"
 
 
-def _width(c):
-    """(make, expect) for a channel-preserving block of width c."""
-    return lambda b, h, w: torch.randn(b, c, h, w), lambda b, h, w: (b, c, h, w)
-
-
 # name -> (factory, inputs(B, H, W) -> input, expected output shape(B, H, W))
 CASES = {
     "ScConv": (lambda: ScConv(32), *_width(32)),
     "ScConv-g16-alpha075-k5": (lambda: ScConv(48, group_num=16, alpha=0.75, group_kernel_size=5), *_width(48)),
     "ScConv-64-sq4-g4": (lambda: ScConv(64, squeeze_ratio=4, group_size=4), *_width(64)),
 }
-
-
-def _n_params(m: torch.nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
 
 
 def _randomised(m: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

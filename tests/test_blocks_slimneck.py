@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from conftest import n_params as _n_params
 from conftest import trained_bn
 from ultralytics.nn.modules import C2f, Conv
 
@@ -39,10 +40,6 @@ CASES = {
     "VoVGSCSP": (lambda: VoVGSCSP(16, 32, 2), _inputs(16), lambda b, h, w: (b, 32, h, w)),
     "VoVGSCSP-e025": (lambda: VoVGSCSP(48, 64, 1, False, 1, 0.25), _inputs(48), lambda b, h, w: (b, 64, h, w)),
 }
-
-
-def _n_params(m: nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
 
 
 def _randomised(m: nn.Module, seed: int = 0) -> nn.Module:
